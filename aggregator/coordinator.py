@@ -1,0 +1,311 @@
+"""Drives a federated FedDiff job round by round: the aggregator's side of ``feddiff.protocol.jobs``.
+
+The aggregator holds the fusion head (decoders, gated FR streams, classifiers) and, as label
+holder, the labels. Per step it asks each station for the packed codes of a batch, runs the
+bilateral interaction and the loss, and returns to each station the gradient of its own codes.
+A round is all-or-nothing: on a timeout or a restarted station, everyone rolls back to the last
+committed round and the round runs again (bounded retries, then the job pauses until the
+missing station says hello).
+"""
+
+from __future__ import annotations
+
+import copy
+import logging
+import time
+from dataclasses import dataclass
+from typing import Optional
+
+import numpy as np
+import torch
+
+from feddiff.config import Config
+from feddiff.metrics import classification_metrics
+from feddiff.model.losses import feddiff_loss
+from feddiff.model.net import build_head
+from feddiff.model.prepare import PixelSet
+from feddiff.model.train import batches, cosine_lr, epoch_plan, epoch_rng, set_lr
+from feddiff.protocol import jobs, topics
+
+from aggregator.state import JobState, StateStore
+from aggregator.status import StatusBoard
+
+log = logging.getLogger("feddiff.aggregator")
+
+
+class RoundFailed(Exception):
+    def __init__(self, reason: str, clients: list[str]) -> None:
+        self.reason, self.clients = reason, clients
+        super().__init__(f"{reason}: {', '.join(clients) or '-'}")
+
+
+@dataclass
+class Labels:
+    train: PixelSet
+    test: PixelSet
+    class_names: list[str]
+
+
+class Coordinator:
+    def __init__(self, cfg: Config, channel, labels: Labels, store: StateStore, status: StatusBoard) -> None:
+        self.cfg = cfg
+        self.fed = cfg.federation
+        self.channel = channel
+        self.labels = labels
+        self.store = store
+        self.status = status
+        self.clients = dict(self.fed.clients)
+        self.modalities = jobs.modalities_of(self.clients)
+        torch.set_num_threads(cfg.train.threads)
+        self.head = build_head(self.modalities, len(labels.class_names), cfg.model, cfg.train.seed)
+        self.optimizer = torch.optim.Adam([p for p in self.head.parameters() if p.requires_grad], lr=cfg.train.lr)
+        state, head_sd, opt_sd = store.load(self.fed.job)
+        if state is not None:
+            self.head.load_state_dict(head_sd)
+            self.optimizer.load_state_dict(opt_sd)
+            log.info("resuming job %s at round %d", state.job, state.round)
+        self.state = state or JobState(job=self.fed.job)
+        self._snapshot()
+        self.hellos: dict[str, dict] = {}
+        self.stop_requested = False
+
+    # -- messaging --------------------------------------------------------------------------------
+    def send(self, client: str, kind: str, arrays: Optional[dict] = None, *, round: int = 0, step: int = 0, meta: Optional[dict] = None) -> None:
+        meta = {"attempt": self.state.attempt, **(meta or {})}
+        self.channel.send(topics.downlink(self.fed.job, client), kind, arrays or {}, round=round, step=step, meta=meta)
+
+    def _sender(self, msg) -> Optional[str]:
+        try:
+            job, kind, client = topics.parse_topic(msg.topic)
+        except Exception:
+            return None
+        if job != self.fed.job or kind != "up" or client != msg.header.sender or client not in self.clients:
+            log.warning("dropped message from %r on %s", msg.header.sender, msg.topic)
+            return None
+        return client
+
+    def collect(self, kind: str, expected: set[str], rnd: int, step: int, timeout: float) -> dict:
+        deadline = time.monotonic() + timeout
+        got: dict = {}
+        while expected - set(got):
+            if self.stop_requested:
+                raise RoundFailed("stopping", [])
+            left = deadline - time.monotonic()
+            if left <= 0:
+                raise RoundFailed("timeout", sorted(expected - set(got)))
+            msg = self.channel.recv(timeout=min(left, 1.0))
+            self.status.update(bytes_sent=self.channel.stats.bytes_sent, bytes_received=self.channel.stats.bytes_received, rejected=dict(self.channel.stats.rejected))
+            if msg is None:
+                continue
+            sender = self._sender(msg)
+            if sender is None:
+                continue
+            self.status.seen(sender)
+            meta = msg.meta or {}
+            if msg.header.content_type == jobs.HELLO:
+                self.hellos[sender] = meta
+                if kind != jobs.HELLO:
+                    raise RoundFailed("restarted", [sender])
+                got[sender] = msg
+                continue
+            if msg.header.content_type == kind and meta.get("attempt") == self.state.attempt and msg.header.round == rnd and msg.header.step == step:
+                got[sender] = msg
+        return got
+
+    # -- rounds ------------------------------------------------------------------------------------
+    def _snapshot(self) -> None:
+        self.committed = (copy.deepcopy(self.head.state_dict()), copy.deepcopy(self.optimizer.state_dict()))
+
+    def _restore(self) -> None:
+        self.head.load_state_dict(self.committed[0])
+        self.optimizer.load_state_dict(self.committed[1])
+
+    def await_clients(self, missing: Optional[set[str]] = None) -> None:
+        missing = set(self.clients) if missing is None else missing
+        self.status.update(phase="waiting for stations", waiting_for=sorted(missing))
+        log.info("waiting for stations: %s", ", ".join(sorted(missing)))
+        while missing - set(self.hellos):
+            try:
+                self.collect(jobs.HELLO, missing - set(self.hellos), 0, 0, timeout=self.fed.round_timeout_s)
+            except RoundFailed as exc:
+                if exc.reason == "stopping":
+                    raise
+                log.warning("still waiting for stations: %s", ", ".join(exc.clients))
+                self.status.update(last_error=f"waiting for {', '.join(exc.clients)}")
+
+    def start_round(self, rnd: int) -> None:
+        """JOB tells every station which round to be at (rolling back if needed); READY follows
+        after a station's one-off local pretraining, hence the generous timeout."""
+        self.state.attempt += 1
+        self.hellos.clear()
+        arrays = {"train_rows": self.labels.train.rows.astype(np.int32), "train_cols": self.labels.train.cols.astype(np.int32)}
+        for c in self.clients:
+            self.send(c, jobs.JOB, arrays, round=rnd, meta={"round": rnd})
+        pretrain_budget = self.fed.round_timeout_s + 30 + 0.5 * self.cfg.train.pretrain_steps
+        self.collect(jobs.READY, set(self.clients), rnd, 0, timeout=pretrain_budget)
+
+    def _requests(self, rows: np.ndarray, cols: np.ndarray) -> dict[str, np.ndarray]:
+        """Per involved station, the mask of samples it answers for (union over its modalities)."""
+        masks: dict[str, np.ndarray] = {}
+        for m in self.modalities:
+            for c, mask in jobs.owners(self.clients, m, rows, cols).items():
+                masks[c] = masks.get(c, np.zeros(rows.shape[0], bool)) | mask
+        return masks
+
+    def _assemble(self, replies: dict, masks: dict[str, np.ndarray], n: int) -> dict[str, torch.Tensor]:
+        """Put every station's dequantised codes into per-modality batch tensors, in batch order."""
+        wire: dict[str, torch.Tensor] = {}
+        for m in self.modalities:
+            for c, own in jobs.owners(self.clients, m, self._rows, self._cols).items():
+                arr = replies[c].arrays
+                codes = torch.from_numpy(np.asarray(arr[f"codes_{m}"])).float() * torch.from_numpy(np.asarray(arr[f"scale_{m}"])).float()[:, None]
+                if m not in wire:
+                    wire[m] = torch.zeros(n, codes.shape[1])
+                pos = np.flatnonzero(own[masks[c]])
+                wire[m][torch.from_numpy(np.flatnonzero(own))] = codes[torch.from_numpy(pos)]
+        return wire
+
+    def forward_batch(self, rnd: int, step: int, rows: np.ndarray, cols: np.ndarray, dih: Optional[np.ndarray], train: bool):
+        self._rows, self._cols = rows, cols
+        masks = self._requests(rows, cols)
+        for c, mask in masks.items():
+            arrays = {"rows": rows[mask].astype(np.int32), "cols": cols[mask].astype(np.int32)}
+            if dih is not None:
+                arrays["dihedral"] = dih[mask].astype(np.uint8)
+            self.send(c, jobs.FORWARD, arrays, round=rnd, step=step, meta={"train": train})
+        replies = self.collect(jobs.FEATURES, set(masks), rnd, step, self.fed.round_timeout_s)
+        return self._assemble(replies, masks, rows.shape[0]), masks
+
+    def train_round(self, rnd: int) -> dict:
+        t = self.cfg.train
+        set_lr(self.optimizer, cosine_lr(t.lr, rnd, t.epochs))
+        self.head.train()
+        plan = epoch_plan(len(self.labels.train), t.batch_size, epoch_rng(t.seed, rnd), t.augment)
+        y_all = torch.from_numpy(self.labels.train.labels).long()
+        sums = {"total": 0.0, "ce": 0.0, "mse": 0.0, "l2": 0.0}
+        correct = 0
+        for step, (idx, dih) in enumerate(plan):
+            self.status.update(phase="training", round=rnd, step=step, steps=len(plan))
+            wire, masks = self.forward_batch(rnd, step, self.labels.train.rows[idx], self.labels.train.cols[idx], dih, True)
+            leaves = {m: w.clone().requires_grad_(True) for m, w in wire.items()}
+            logits, singles = self.head(leaves)
+            loss, parts = feddiff_loss(logits, singles, y_all[idx], self.head.named_parameters(), t.mse_weight, t.l2)
+            self.optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            self.optimizer.step()
+            for c, mask in masks.items():
+                grads = {f"grad_{m}": leaves[m].grad[torch.from_numpy(mask)].numpy() for m in self.clients[c].modalities if m in leaves}
+                self.send(c, jobs.BACKWARD, grads, round=rnd, step=step)
+            correct += int((logits.argmax(1) == y_all[idx]).sum())
+            for k in sums:
+                sums[k] += parts[k] * idx.shape[0]
+        n = len(self.labels.train)
+        return {"round": rnd, "steps": len(plan), "train_acc": correct / n, **{k: v / n for k, v in sums.items()}}
+
+    def average_weights(self, rnd: int) -> dict[str, dict]:
+        """Horizontal mode: FedAvg of each modality's branch weights over the stations holding
+        it, weighted by their training samples. Returns per-station COMMIT arrays."""
+        groups = {m: cs for m, cs in jobs.horizontal_groups(self.clients).items() if len(cs) > 1}
+        if not groups:
+            return {}
+        members = sorted({c for cs in groups.values() for c in cs})
+        samples = {c: int(self._requests(self.labels.train.rows, self.labels.train.cols).get(c, np.zeros(1, bool)).sum()) for c in members}
+        for c in members:
+            self.send(c, jobs.GET_WEIGHTS, round=rnd, meta={"samples": samples})
+        replies = self.collect(jobs.WEIGHTS, set(members), rnd, 0, self.fed.round_timeout_s)
+        out: dict[str, dict] = {c: {} for c in members}
+        for m, cs in groups.items():
+            total = max(sum(samples[c] for c in cs), 1)
+            keys = [k for k in replies[cs[0]].arrays if k.startswith(f"w_{m}/")]
+            for k in keys:
+                avg = sum(np.asarray(replies[c].arrays[k], dtype=np.float64) * (samples[c] / total) for c in cs)
+                for c in cs:
+                    out[c][k] = avg.astype(np.asarray(replies[c].arrays[k]).dtype)
+        return out
+
+    def commit_round(self, rnd: int, row: dict, averaged: dict[str, dict]) -> None:
+        for c in self.clients:
+            self.send(c, jobs.COMMIT, averaged.get(c, {}), round=rnd)
+        self.collect(jobs.COMMITTED, set(self.clients), rnd, 0, self.fed.round_timeout_s)
+        self.state.round = rnd + 1
+        self.state.history.append(row)
+        self.state.ledger.append({"round": rnd, "attempt": self.state.attempt, "steps_applied": row["steps"]})
+        self.state.seq = self.channel.seq
+        self.store.commit(self.state, self.head.state_dict(), self.optimizer.state_dict())
+        self._snapshot()
+
+    def run_round(self, rnd: int) -> None:
+        t0 = time.perf_counter()
+        self.start_round(rnd)
+        row = self.train_round(rnd)
+        averaged = self.average_weights(rnd)
+        row["seconds"] = time.perf_counter() - t0
+        self.commit_round(rnd, row, averaged)
+        log.info(
+            "round %d/%d committed: loss %.4f train acc %.3f (%.1fs)", rnd + 1, self.cfg.train.epochs, row["total"], row["train_acc"], row["seconds"],
+            extra={"round": rnd, "loss": row["total"], "train_acc": row["train_acc"], "event": "round_committed"},
+        )
+        self.status.update(round=rnd + 1, last_round_seconds=row["seconds"], history=self.state.history[-5:])
+
+    def train(self) -> None:
+        retries = 0
+        self.await_clients()
+        while self.state.round < self.cfg.train.epochs and not self.stop_requested:
+            rnd = self.state.round
+            try:
+                self.run_round(rnd)
+                retries = 0
+            except RoundFailed as exc:
+                if exc.reason == "stopping":
+                    return
+                self._restore()
+                retries += 1
+                msg = f"round {rnd} attempt {self.state.attempt} failed ({exc}); rolling back to committed round {rnd - 1}"
+                log.warning(msg, extra={"event": "round_failed", "round": rnd, "reason": exc.reason, "clients": exc.clients})
+                self.status.update(last_error=msg, retries=retries)
+                if exc.reason == "restarted":
+                    self.await_clients(set(self.clients) - set(self.hellos)) if set(self.clients) - set(self.hellos) else None
+                elif retries > self.fed.max_retries:
+                    log.error("job paused: %s did not answer after %d retries; waiting for them to reconnect", ", ".join(exc.clients), retries - 1)
+                    self.status.update(phase="paused", last_error=f"paused: waiting for {', '.join(exc.clients)}")
+                    self.hellos.clear()
+                    self.await_clients(set(exc.clients))
+                    retries = 0
+
+    # -- evaluation -------------------------------------------------------------------------------
+    @torch.no_grad()
+    def predict(self, rows: np.ndarray, cols: np.ndarray, tag: int) -> np.ndarray:
+        """Same path as training, without gradients; ``tag`` keeps eval steps apart from training."""
+        self.head.eval()
+        out = np.empty(rows.shape[0], dtype=np.int64)
+        for i, idx in enumerate(batches(rows.shape[0], self.cfg.train.eval_batch, None)):
+            self.status.update(phase="evaluating", step=i)
+            wire, _ = self.forward_batch(tag, i, rows[idx], cols[idx], None, False)
+            out[idx] = self.head(wire)[0].argmax(1).numpy()
+        return out
+
+    def evaluate(self) -> dict:
+        while True:
+            try:
+                self.start_round(self.cfg.train.epochs)
+                pred = self.predict(self.labels.test.rows, self.labels.test.cols, tag=self.cfg.train.epochs)
+                return classification_metrics(self.labels.test.labels, pred, len(self.labels.class_names))
+            except RoundFailed as exc:
+                if exc.reason == "stopping":
+                    raise
+                log.warning("evaluation interrupted (%s); starting it again", exc)
+                if exc.reason == "restarted" or exc.reason == "timeout":
+                    self.await_clients(set(self.clients) - set(self.hellos))
+
+    def classify_scene(self, shape: tuple[int, int]) -> np.ndarray:
+        h, w = shape
+        class_map = np.zeros((h, w), dtype=np.uint8)
+        rows = np.repeat(np.arange(h), w)
+        cols = np.tile(np.arange(w), h)
+        class_map[rows, cols] = self.predict(rows, cols, tag=self.cfg.train.epochs + 1) + 1
+        return class_map
+
+    def finish(self) -> None:
+        for c in self.clients:
+            self.send(c, jobs.DONE)
+        self.channel.send(topics.broadcast(self.fed.job), jobs.DONE, {}, round=self.state.round, step=0, meta={})

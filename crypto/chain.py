@@ -1,0 +1,31 @@
+"""How a role plugs sealing into its channel: the filters and the broker credentials of a
+provisioned party. The core never imports this; the roles call it when security is on."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from feddiff.config import Config
+
+from crypto import security_filters
+from crypto.keys import load_directory, load_party
+
+
+def _keys_dir(cfg: Config) -> Path:
+    from feddiff.errors import ConfigError
+
+    if not cfg.federation.keys_dir:
+        raise ConfigError(f"{cfg.source}: federation.keys_dir: required when federation.security is {cfg.federation.security!r}")
+    return Path(cfg.resolve(cfg.federation.keys_dir))
+
+
+def seal_filters(cfg: Config, party: str, state_dir: Path) -> list:
+    d = _keys_dir(cfg)
+    me = load_party(d, party)
+    directory = load_directory(d, me.root_public)
+    return security_filters(cfg.federation.job, me, directory, replay_state=Path(state_dir) / "replay.json")
+
+
+def credentials(cfg: Config, party: str) -> dict:
+    me = load_party(_keys_dir(cfg), party)
+    return {"username": me.mqtt_username, "password": me.mqtt_password(), "tls": (str(me.ca_cert), str(me.tls_cert), str(me.tls_key))}

@@ -1,0 +1,142 @@
+"""CKKS (TenSEAL) for additive fusion and weight averaging the aggregator cannot read.
+
+Why CKKS with only additions: fusing two parties' features and averaging weights are sums; the
+aggregator runs them on ciphertexts with a context that holds no secret key, and only the secret
+holder (the label holder, or the parties jointly) decrypts the result. Sums need neither
+relinearisation nor Galois (rotation) keys, so none are exported: the public context stays small
+and grants no extra capability.
+
+Parameters: N = 8192, coefficient modulus 60+40+40+60 = 200 bits (under the 218-bit bound for
+128-bit security at N = 8192 per the HE standard), scale 2^40, 4096 slots per ciphertext.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+
+import numpy as np
+import tenseal as ts
+
+from feddiff.errors import FedDiffError
+
+log = logging.getLogger(__name__)
+
+POLY_MODULUS_DEGREE = 8192
+COEFF_MOD_BIT_SIZES = (60, 40, 40, 60)
+GLOBAL_SCALE = 2.0**40
+SLOTS = POLY_MODULUS_DEGREE // 2
+
+
+class HEError(FedDiffError):
+    """A context or ciphertext is malformed, has the wrong capability, or shapes do not match."""
+
+
+def make_secret_context() -> ts.Context:
+    """Fresh CKKS context holding the secret key (keep it with the decrypting party only)."""
+    ctx = ts.context(ts.SCHEME_TYPE.CKKS, POLY_MODULUS_DEGREE, coeff_mod_bit_sizes=list(COEFF_MOD_BIT_SIZES))
+    ctx.global_scale = GLOBAL_SCALE
+    return ctx
+
+
+def public_bytes(ctx: ts.Context) -> bytes:
+    """Serialise the public key only: no secret, relinearisation or Galois keys."""
+    return ctx.serialize(save_public_key=True, save_secret_key=False, save_galois_keys=False, save_relin_keys=False)
+
+
+def load_public(b: bytes) -> ts.Context:
+    """Load a context for encrypting and adding; refuses one that carries a secret key, so a
+    mis-exported secret never silently reaches the aggregator."""
+    try:
+        ctx = ts.context_from(bytes(b))
+    except Exception as e:  # noqa: BLE001 - TenSEAL raises assorted types on bad bytes
+        raise HEError(f"not a TenSEAL context: {type(e).__name__}") from None
+    if ctx.is_private() or ctx.has_secret_key():
+        raise HEError("refusing a context that carries a secret key where a public one was expected")
+    ctx.global_scale = GLOBAL_SCALE
+    return ctx
+
+
+def _require_secret(ctx: ts.Context) -> None:
+    if not ctx.is_private():
+        raise HEError("decryption needs the secret context")
+
+
+def _load_ct(ctx: ts.Context, b: bytes) -> ts.CKKSVector:
+    try:
+        return ts.ckks_vector_from(ctx, bytes(b))
+    except Exception as e:  # noqa: BLE001
+        raise HEError(f"not a CKKS ciphertext for this context: {type(e).__name__}") from None
+
+
+def _encrypt_flat(ctx: ts.Context, flat: np.ndarray, chunk: int) -> list[bytes]:
+    if not np.all(np.isfinite(flat)):
+        raise HEError("cannot encrypt NaN or infinite values")
+    return [ts.ckks_vector(ctx, flat[i : i + chunk].tolist()).serialize() for i in range(0, flat.size, chunk)]
+
+
+def _decrypt_flat(ctx: ts.Context, cts: list[bytes]) -> np.ndarray:
+    _require_secret(ctx)
+    parts = [np.asarray(_load_ct(ctx, b).decrypt(), dtype=np.float64) for b in cts]
+    return np.concatenate(parts) if parts else np.zeros(0)
+
+
+def batch_layout(d: int) -> int:
+    """Values per ciphertext for samples of width ``d``: whole samples while they fit
+    (4096 // d of them), otherwise full 4096-slot pieces."""
+    return (SLOTS // d) * d if 0 < d <= SLOTS else SLOTS
+
+
+def encrypt_batch(ctx: ts.Context, x: np.ndarray) -> list[bytes]:
+    """Encrypt a (B, D) batch, packing ``4096 // D`` samples per ciphertext in row order."""
+    x = np.asarray(x, dtype=np.float64)
+    if x.ndim != 2 or x.shape[1] == 0:
+        raise HEError(f"expected a (B, D) array, got shape {x.shape}")
+    return _encrypt_flat(ctx, x.reshape(-1), batch_layout(x.shape[1]))
+
+
+def add_ciphertexts(public_ctx: ts.Context, a: list[bytes], b: list[bytes]) -> list[bytes]:
+    """Element-wise sum of two equally shaped encrypted batches; needs no secret."""
+    if len(a) != len(b):
+        raise HEError(f"ciphertext counts differ: {len(a)} vs {len(b)}")
+    out = []
+    for ba, bb in zip(a, b):
+        va, vb = _load_ct(public_ctx, ba), _load_ct(public_ctx, bb)
+        if va.size() != vb.size():
+            raise HEError(f"ciphertext sizes differ: {va.size()} vs {vb.size()}")
+        out.append((va + vb).serialize())
+    return out
+
+
+def decrypt_batch(secret_ctx: ts.Context, cts: list[bytes], shape: tuple[int, int]) -> np.ndarray:
+    """Decrypt what ``encrypt_batch`` (or ``add_ciphertexts``) produced back to ``shape``."""
+    flat = _decrypt_flat(secret_ctx, cts)
+    n = int(math.prod(shape))
+    if flat.size != n:
+        raise HEError(f"ciphertexts hold {flat.size} values, shape {tuple(shape)} needs {n}")
+    return flat.reshape(shape)
+
+
+def encrypt_vector(ctx: ts.Context, v: np.ndarray) -> list[bytes]:
+    """Encrypt a long flat vector (e.g. model weights) as consecutive 4096-slot ciphertexts."""
+    v = np.asarray(v, dtype=np.float64).reshape(-1)
+    return _encrypt_flat(ctx, v, SLOTS)
+
+
+def sum_vectors(public_ctx: ts.Context, vectors: list[list[bytes]]) -> list[bytes]:
+    """Sum several encrypted vectors of the same length (horizontal weight averaging: divide
+    by the count after decryption, so no plaintext multiplication key material is needed)."""
+    if not vectors:
+        raise HEError("nothing to sum")
+    acc = list(vectors[0])
+    for other in vectors[1:]:
+        acc = add_ciphertexts(public_ctx, acc, other)
+    return acc
+
+
+def decrypt_vector(secret_ctx: ts.Context, cts: list[bytes], n: int | None = None) -> np.ndarray:
+    """Decrypt a vector from ``encrypt_vector``/``sum_vectors``; ``n`` checks the length."""
+    flat = _decrypt_flat(secret_ctx, cts)
+    if n is not None and flat.size != n:
+        raise HEError(f"ciphertexts hold {flat.size} values, expected {n}")
+    return flat

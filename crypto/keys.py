@@ -1,0 +1,377 @@
+"""Key material on disk: who the parties are (the signed directory) and what one party holds.
+
+Why a signed directory instead of trusting whatever public keys arrive with a message: the
+broker is run by a third party and relays every byte, so any key it could hand out would be its
+own. Each party instead checks one root signature over the full list of parties; the root
+public key is the only thing that must reach a party out of band (it sits in job.json and in
+every party's bundle, and a deployment may pin it explicitly).
+
+Layout (see crypto.provision): <dir>/job.json, <dir>/directory.json(+.sig), <dir>/ca.crt,
+<dir>/root/ (root secrets, offline), <dir>/broker/, <dir>/parties/<name>/.
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import json
+import logging
+import os
+import re
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Optional
+
+from cryptography.exceptions import InvalidSignature
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
+from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey, X25519PublicKey
+
+from feddiff.errors import FedDiffError
+
+log = logging.getLogger(__name__)
+
+ROLES = ("edge", "aggregator", "labels")
+DIRECTORY_VERSION = 1
+_NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
+
+JOB_FILE = "job.json"
+DIRECTORY_FILE = "directory.json"
+DIRECTORY_SIG_FILE = "directory.json.sig"
+CA_CERT_FILE = "ca.crt"
+ROOT_DIR = "root"
+ROOT_SIGN_KEY = "root_sign.key"
+CA_KEY = "ca.key"
+PARTIES_DIR = "parties"
+PARTY_FILE = "party.json"
+SIGN_KEY = "sign.key"
+AGREE_KEY = "agree.key"
+TLS_CERT = "tls.crt"
+TLS_KEY = "tls.key"
+MQTT_PASSWORD = "mqtt_password"
+ROOT_PUB_FILE = "root.pub"
+
+
+class KeyMaterialError(FedDiffError):
+    """Key material is missing, unreadable, tampered with, or belongs to another job."""
+
+
+def check_name(kind: str, value: str) -> str:
+    """Names end up inside MQTT topics, ACL lines and file paths; a '/', '+', '#', ':', space or
+    newline there would widen an ACL or escape a directory, so only a safe alphabet passes."""
+    if not isinstance(value, str) or not _NAME_RE.match(value):
+        raise KeyMaterialError(
+            f"invalid {kind} name {value!r}: use 1-64 characters from A-Z a-z 0-9 _ . - "
+            "starting with a letter or digit"
+        )
+    return value
+
+
+def b64e(b: bytes) -> str:
+    return base64.b64encode(b).decode("ascii")
+
+
+def b64d(s: str) -> bytes:
+    return base64.b64decode(s.encode("ascii"), validate=True)
+
+
+def key_id(sign_public_raw: bytes) -> str:
+    """Short stable id of a signing key; carried in every seal so a rotated or foreign key is
+    recognised as 'unknown' before any signature math is attempted."""
+    return hashlib.sha256(b"feddiff-kid-v1" + sign_public_raw).hexdigest()[:32]
+
+
+# ----------------------------------------------------------------------------- file helpers
+
+
+def write_secret(path: Path, data: bytes) -> None:
+    """Create ``path`` with mode 0600 from the first byte on (no window where it is world
+    readable), atomically replacing an older version."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    try:
+        os.fchmod(fd, 0o600)
+        with os.fdopen(fd, "wb") as f:
+            f.write(data)
+            f.flush()
+            os.fsync(f.fileno())
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+    os.replace(tmp, path)
+
+
+def write_public(path: Path, data: bytes) -> None:
+    """Atomic write of a non-secret file (mode 0644)."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
+    with open(tmp, "wb") as f:
+        f.write(data)
+        f.flush()
+        os.fsync(f.fileno())
+    os.chmod(tmp, 0o644)
+    os.replace(tmp, path)
+
+
+def _read(path: Path) -> bytes:
+    try:
+        return path.read_bytes()
+    except FileNotFoundError:
+        raise KeyMaterialError(f"missing key file {path}") from None
+    except OSError as e:
+        raise KeyMaterialError(f"cannot read {path}: {e.strerror}") from None
+
+
+def read_json(path: Path) -> dict[str, Any]:
+    try:
+        obj = json.loads(_read(path))
+    except (ValueError, UnicodeDecodeError):
+        raise KeyMaterialError(f"{path} is not valid JSON") from None
+    if not isinstance(obj, dict):
+        raise KeyMaterialError(f"{path} must hold a JSON object")
+    return obj
+
+
+def canonical_json(obj: Any) -> bytes:
+    """One byte string per value: what gets signed must not depend on dict order or spacing."""
+    return json.dumps(obj, sort_keys=True, separators=(",", ":"), ensure_ascii=True, allow_nan=False).encode()
+
+
+# ----------------------------------------------------------------------------- key (de)serialisation
+
+
+def private_pem(key: Ed25519PrivateKey | X25519PrivateKey | Any) -> bytes:
+    return key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption())
+
+
+def raw_public(key: Ed25519PublicKey | X25519PublicKey) -> bytes:
+    return key.public_bytes(serialization.Encoding.Raw, serialization.PublicFormat.Raw)
+
+
+def load_private_pem(path: Path, kind: type) -> Any:
+    try:
+        key = serialization.load_pem_private_key(_read(path), password=None)
+    except (ValueError, TypeError):
+        raise KeyMaterialError(f"{path} is not a PEM private key") from None
+    if not isinstance(key, kind):
+        raise KeyMaterialError(f"{path} holds a {type(key).__name__}, expected {kind.__name__}")
+    return key
+
+
+# ----------------------------------------------------------------------------- directory
+
+
+@dataclass(frozen=True)
+class PartyInfo:
+    """What everyone may know about a party: its name, role and public keys."""
+
+    name: str
+    role: str
+    sign_public: bytes
+    agree_public: bytes
+    tls_cert_sha256: str = ""
+
+    @property
+    def kid(self) -> str:
+        return key_id(self.sign_public)
+
+    def verify_key(self) -> Ed25519PublicKey:
+        return Ed25519PublicKey.from_public_bytes(self.sign_public)
+
+    def agree_key(self) -> X25519PublicKey:
+        return X25519PublicKey.from_public_bytes(self.agree_public)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "name": self.name,
+            "role": self.role,
+            "sign_public": b64e(self.sign_public),
+            "agree_public": b64e(self.agree_public),
+            "tls_cert_sha256": self.tls_cert_sha256,
+        }
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> "PartyInfo":
+        info = cls(
+            name=check_name("party", d["name"]),
+            role=d["role"],
+            sign_public=b64d(d["sign_public"]),
+            agree_public=b64d(d["agree_public"]),
+            tls_cert_sha256=str(d.get("tls_cert_sha256", "")),
+        )
+        if info.role not in ROLES or len(info.sign_public) != 32 or len(info.agree_public) != 32:
+            raise ValueError(f"bad entry for {info.name}")
+        return info
+
+
+@dataclass(frozen=True)
+class Directory:
+    """The root-signed list of parties of one job. Immutable: a new serial means a new file."""
+
+    job: str
+    serial: int
+    parties: dict[str, PartyInfo]
+
+    def get(self, name: str) -> Optional[PartyInfo]:
+        return self.parties.get(name) if isinstance(name, str) else None
+
+    def aggregator(self) -> Optional[PartyInfo]:
+        aggs = [p for p in self.parties.values() if p.role == "aggregator"]
+        return aggs[0] if len(aggs) == 1 else None
+
+    def to_bytes(self) -> bytes:
+        body = {
+            "version": DIRECTORY_VERSION,
+            "job": self.job,
+            "serial": self.serial,
+            "parties": [self.parties[n].to_dict() for n in sorted(self.parties)],
+        }
+        return json.dumps(body, sort_keys=True, indent=1).encode() + b"\n"
+
+    @classmethod
+    def from_bytes(cls, raw: bytes) -> "Directory":
+        d = json.loads(raw)
+        if d.get("version") != DIRECTORY_VERSION:
+            raise ValueError("unsupported directory version")
+        parties = {}
+        for entry in d["parties"]:
+            info = PartyInfo.from_dict(entry)
+            if info.name in parties:
+                raise ValueError(f"duplicate party {info.name}")
+            parties[info.name] = info
+        serial = d["serial"]
+        if not isinstance(serial, int):
+            raise ValueError("serial must be an integer")
+        return cls(job=check_name("job", d["job"]), serial=serial, parties=parties)
+
+
+def job_of(dir: Path) -> str:
+    """The job a provisioning directory belongs to (from job.json)."""
+    meta = read_json(Path(dir) / JOB_FILE)
+    job = meta.get("job")
+    if not isinstance(job, str):
+        raise KeyMaterialError(f"{Path(dir) / JOB_FILE} has no job name")
+    return job
+
+
+def root_public_of(dir: Path) -> bytes:
+    meta = read_json(Path(dir) / JOB_FILE)
+    try:
+        pub = b64d(meta["root_sign_public"])
+    except (KeyError, ValueError, TypeError, AttributeError):
+        raise KeyMaterialError(f"{Path(dir) / JOB_FILE} has no valid root_sign_public") from None
+    if len(pub) != 32:
+        raise KeyMaterialError(f"{Path(dir) / JOB_FILE} has no valid root_sign_public")
+    return pub
+
+
+def sign_directory(directory: Directory, root_key: Ed25519PrivateKey) -> tuple[bytes, bytes]:
+    """Return (file bytes, signature file bytes). The signature covers the exact file bytes, so
+    verification needs no re-serialisation that could differ between versions."""
+    raw = directory.to_bytes()
+    sig = root_key.sign(b"feddiff-directory-v1\0" + raw)
+    return raw, (b64e(sig) + "\n").encode()
+
+
+def load_directory(dir: Path, root_public: Optional[bytes] = None) -> Directory:
+    """Load <dir>/directory.json and verify the root signature over its exact bytes.
+
+    ``root_public`` pins the 32-byte root Ed25519 key; without it the key in <dir>/job.json is
+    used (fine where job.json reached the party through a trusted channel together with its
+    secrets; whoever can rewrite job.json and directory.json together can otherwise swap roots).
+    """
+    dir = Path(dir)
+    job = job_of(dir)
+    pub = root_public if root_public is not None else root_public_of(dir)
+    raw = _read(dir / DIRECTORY_FILE)
+    try:
+        sig = b64d(_read(dir / DIRECTORY_SIG_FILE).decode("ascii").strip())
+        Ed25519PublicKey.from_public_bytes(pub).verify(sig, b"feddiff-directory-v1\0" + raw)
+    except (InvalidSignature, ValueError, UnicodeDecodeError):
+        raise KeyMaterialError(f"{dir / DIRECTORY_FILE}: root signature does not verify (tampered or wrong root key)") from None
+    try:
+        directory = Directory.from_bytes(raw)
+    except (ValueError, KeyError, TypeError, AttributeError) as e:
+        raise KeyMaterialError(f"{dir / DIRECTORY_FILE} is signed but malformed: {e}") from None
+    if directory.job != job:
+        raise KeyMaterialError(f"{dir / DIRECTORY_FILE} belongs to job {directory.job!r}, not job {job!r}")
+    return directory
+
+
+# ----------------------------------------------------------------------------- one party's keys
+
+
+@dataclass
+class PartyKeys:
+    """Everything one party holds. Secrets are excluded from repr so a stray log line or a
+    traceback never prints them."""
+
+    job: str
+    name: str
+    role: str
+    sign_key: Ed25519PrivateKey = field(repr=False)
+    agree_key: X25519PrivateKey = field(repr=False)
+    root_public: bytes = field(repr=False)
+    ca_cert: Path = Path()
+    tls_cert: Path = Path()
+    tls_key: Path = Path()
+    mqtt_password_file: Path = Path()
+
+    @property
+    def sign_public(self) -> bytes:
+        return raw_public(self.sign_key.public_key())
+
+    @property
+    def agree_public(self) -> bytes:
+        return raw_public(self.agree_key.public_key())
+
+    @property
+    def kid(self) -> str:
+        return key_id(self.sign_public)
+
+    @property
+    def mqtt_username(self) -> str:
+        return self.name
+
+    def mqtt_password(self) -> str:
+        """Read on demand so the password is not kept in a long-lived object."""
+        return _read(self.mqtt_password_file).decode("ascii").strip()
+
+
+def party_dir(dir: Path, name: str) -> Path:
+    return Path(dir) / PARTIES_DIR / check_name("party", name)
+
+
+def load_party(dir: Path, name: str) -> PartyKeys:
+    """Load party ``name`` from provisioning directory ``dir``; refuse keys of another job."""
+    dir = Path(dir)
+    job = job_of(dir)
+    pdir = party_dir(dir, name)
+    meta = read_json(pdir / PARTY_FILE)
+    if meta.get("job") != job:
+        raise KeyMaterialError(f"keys of party {name!r} belong to job {meta.get('job')!r}, but {dir} is job {job!r}")
+    if meta.get("name") != name or meta.get("role") not in ROLES:
+        raise KeyMaterialError(f"{pdir / PARTY_FILE} does not describe party {name!r}")
+    for secret in (SIGN_KEY, AGREE_KEY, TLS_KEY, MQTT_PASSWORD):
+        mode = (pdir / secret).stat().st_mode & 0o777 if (pdir / secret).exists() else 0
+        if mode & 0o077:
+            log.warning("secret file %s has mode %o; expected 0600", pdir / secret, mode)
+    try:
+        root_public = b64d(_read(pdir / ROOT_PUB_FILE).decode("ascii").strip())
+    except (ValueError, UnicodeDecodeError):
+        raise KeyMaterialError(f"{pdir / ROOT_PUB_FILE} is not a base64 key") from None
+    if root_public != root_public_of(dir):
+        raise KeyMaterialError(f"root key in {pdir} differs from {dir / JOB_FILE}: keys from another job or a swapped root")
+    return PartyKeys(
+        job=job,
+        name=name,
+        role=meta["role"],
+        sign_key=load_private_pem(pdir / SIGN_KEY, Ed25519PrivateKey),
+        agree_key=load_private_pem(pdir / AGREE_KEY, X25519PrivateKey),
+        root_public=root_public,
+        ca_cert=dir / CA_CERT_FILE,
+        tls_cert=pdir / TLS_CERT,
+        tls_key=pdir / TLS_KEY,
+        mqtt_password_file=pdir / MQTT_PASSWORD,
+    )

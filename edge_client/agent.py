@@ -1,0 +1,156 @@
+"""``feddiff edge``: the long-running agent of one base station.
+
+It loads only its own modality (never labels unless it is the label holder), joins the job,
+answers the aggregator's requests in order, and survives broker loss (the transport reconnects
+and re-subscribes; a round broken by the outage is rolled back and rerun by the aggregator).
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import signal
+import threading
+import time
+from pathlib import Path
+from typing import Optional
+
+import numpy as np
+
+from feddiff.config import Config, load_config
+from feddiff.data.loader import load_scene
+from feddiff.errors import ConfigError
+from feddiff.logs import configure_logging
+from feddiff.protocol import jobs, topics
+from feddiff.protocol.endpoint import fresh_seq, open_channel
+
+from edge_client.station import Station
+
+log = logging.getLogger("feddiff.edge")
+
+
+class EdgeAgent:
+    def __init__(self, cfg: Config, name: str, state_dir: Path, progress: bool = True) -> None:
+        if name not in cfg.federation.clients:
+            raise ConfigError(f"{cfg.source}: federation.clients: no client named {name!r} (have: {', '.join(cfg.federation.clients)})")
+        self.cfg = cfg
+        self.name = name
+        self.job = cfg.federation.job
+        self.progress = progress
+        spec = cfg.federation.clients[name]
+        scene = load_scene(cfg, modalities=list(spec.modalities), with_labels=cfg.federation.label_holder == name)
+        self.station = Station(cfg, name, scene, state_dir)
+        self.stop_event = threading.Event()
+        self.channel = None
+        self.attempt = -1
+
+    def _seal_filters(self) -> list:
+        sec = self.cfg.federation.security
+        if sec == "none":
+            return []
+        from crypto.chain import seal_filters
+
+        return seal_filters(self.cfg, self.name, self.station.state_dir)
+
+    def connect(self) -> None:
+        fed = self.cfg.federation
+        self.channel = open_channel(
+            self.cfg,
+            self.name,
+            [topics.downlink(self.job, self.name), topics.broadcast(self.job)],
+            seal_filters=self._seal_filters(),
+            seq_start=fresh_seq(int(self.station.meta.get("seq", 0))),
+            **_credentials(self.cfg, self.name),
+        )
+        log.info("station %s connected to %s:%d", self.name, fed.broker.host, fed.broker.port)
+
+    def send(self, kind: str, arrays: Optional[dict] = None, *, round: int = 0, step: int = 0, meta: Optional[dict] = None) -> None:
+        self.channel.send(topics.uplink(self.job, self.name), kind, arrays or {}, round=round, step=step, meta=meta or {})
+
+    def hello(self) -> None:
+        s = self.station
+        self.send(
+            jobs.HELLO,
+            meta={
+                "client": self.name,
+                "modalities": s.modalities,
+                "bands": {m: int(s.scene.modalities[m].shape[2]) for m in s.modalities},
+                "shape": list(s.scene.shape),
+                "committed_round": s.committed_round,
+            },
+        )
+
+    def run(self) -> int:
+        self.connect()
+        self.hello()
+        last_hello = time.monotonic()
+        while not self.stop_event.is_set():
+            msg = self.channel.recv(timeout=1.0)
+            if msg is None:
+                if not self.station.ready and time.monotonic() - last_hello > 5:
+                    self.hello()  # the aggregator may have started after us
+                    last_hello = time.monotonic()
+                continue
+            if self.handle(msg):
+                break
+        self.channel.transport.close()
+        return 0
+
+    def handle(self, msg) -> bool:
+        kind, meta, arrays = msg.header.content_type, msg.meta or {}, msg.arrays
+        if kind == jobs.DONE:
+            self.station.write_meta(bytes_sent=self.channel.stats.bytes_sent, bytes_received=self.channel.stats.bytes_received)
+            log.info("station %s: job done", self.name)
+            return True
+        if kind == jobs.JOB:
+            self.on_job(meta, arrays)
+            return False
+        if not self.station.ready or meta.get("attempt") != self.attempt:
+            log.debug("station %s: ignoring %s of attempt %s", self.name, kind, meta.get("attempt"))
+            return False
+        rnd, step = msg.header.round, msg.header.step
+        key = (rnd, step, self.attempt)
+        if kind == jobs.FORWARD:
+            train = bool(meta.get("train"))
+            dih = arrays.get("dihedral") if train else None
+            feats = self.station.forward(key, arrays["rows"], arrays["cols"], dih, train)
+            self.send(jobs.FEATURES, feats, round=rnd, step=step, meta={"attempt": self.attempt})
+        elif kind == jobs.BACKWARD:
+            self.station.backward(key, arrays)
+        elif kind == jobs.GET_WEIGHTS:
+            n = int(meta.get("samples", {}).get(self.name, 0))
+            self.send(jobs.WEIGHTS, self.station.weights(), round=rnd, meta={"attempt": self.attempt, "samples": n})
+        elif kind == jobs.COMMIT:
+            self.station.commit(rnd, arrays, self.channel.seq)
+            self.station.write_meta(bytes_sent=self.channel.stats.bytes_sent, bytes_received=self.channel.stats.bytes_received)
+            self.send(jobs.COMMITTED, round=rnd, meta={"attempt": self.attempt})
+            log.info("station %s committed round %d", self.name, rnd)
+        return False
+
+    def on_job(self, meta: dict, arrays: dict) -> None:
+        rnd, attempt = int(meta["round"]), int(meta["attempt"])
+        if not self.station.ready:
+            log.info("station %s: pretraining its denoiser(s) locally", self.name)
+            self.station.prepare(arrays["train_rows"], arrays["train_cols"], self.progress)
+        self.station.rollback_to(rnd)
+        self.station.begin_round(rnd)
+        self.attempt = attempt
+        self.send(jobs.READY, round=rnd, meta={"attempt": attempt})
+
+
+def _credentials(cfg: Config, name: str) -> dict:
+    if not cfg.federation.keys_dir:
+        return {}
+    from crypto.chain import credentials
+
+    return credentials(cfg, name)
+
+
+def main(args: argparse.Namespace) -> int:
+    cfg = load_config(args.config)
+    state_dir = Path(args.state_dir) if args.state_dir else Path(cfg.resolve(cfg.federation.state_dir)) / args.id
+    state_dir.mkdir(parents=True, exist_ok=True)
+    configure_logging(getattr(args, "verbose", False), str(state_dir / "edge.log.jsonl"), name=args.id)
+    agent = EdgeAgent(cfg, args.id, state_dir)
+    signal.signal(signal.SIGTERM, lambda *_: agent.stop_event.set())
+    return agent.run()

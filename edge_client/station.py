@@ -1,0 +1,178 @@
+"""A base station's local learning state: its branch(es), optimiser, and committed rounds.
+
+Everything here stays on the station: the raw raster, the denoiser, the autograd graph of the
+features it last sent. Only packed codes leave, and only code gradients come back.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+from pathlib import Path
+from typing import Optional
+
+import numpy as np
+import torch
+
+from feddiff.config import Config
+from feddiff.data.normalise import BandStats
+from feddiff.data.scene import Scene
+from feddiff.model.branch import ModalityBranch
+from feddiff.model.checkpoint import atomic_torch_save
+from feddiff.model.comm import Packed, quantise
+from feddiff.model.losses import l2_penalty
+from feddiff.model.net import build_branch
+from feddiff.model.prepare import PatchSource, apply_dihedral
+from feddiff.model.train import cosine_lr, pretrain_denoiser, set_lr
+
+log = logging.getLogger("feddiff.edge")
+KEEP_ROUNDS = 3
+
+
+class Station:
+    def __init__(self, cfg: Config, name: str, scene: Scene, state_dir: Path) -> None:
+        self.cfg = cfg
+        self.name = name
+        self.scene = scene
+        self.modalities = list(cfg.federation.clients[name].modalities)
+        self.state_dir = Path(state_dir)
+        self.state_dir.mkdir(parents=True, exist_ok=True)
+        torch.set_num_threads(cfg.train.threads)
+        self.branches = {m: build_branch(scene.modalities[m].shape[2], cfg.model, cfg.train.seed, m) for m in self.modalities}
+        self.sources: dict[str, PatchSource] = {}
+        self.optimizer: Optional[torch.optim.Optimizer] = None
+        self.pending: dict[tuple, dict[str, torch.Tensor]] = {}
+        self.loaded_round: Optional[int] = None
+        self.meta = self._read_meta()
+
+    # -- persistence ------------------------------------------------------------------------
+    def _meta_path(self) -> Path:
+        return self.state_dir / "station.json"
+
+    def _read_meta(self) -> dict:
+        p = self._meta_path()
+        return json.loads(p.read_text()) if p.exists() else {"committed_round": -1, "seq": 0}
+
+    def write_meta(self, **updates: object) -> None:
+        self.meta.update(updates)
+        tmp = self._meta_path().with_suffix(".tmp")
+        tmp.write_text(json.dumps(self.meta))
+        os.replace(tmp, self._meta_path())
+
+    @property
+    def committed_round(self) -> int:
+        return int(self.meta.get("committed_round", -1))
+
+    # -- stage 1 ------------------------------------------------------------------------------
+    def prepare(self, train_rows: np.ndarray, train_cols: np.ndarray, progress: bool) -> None:
+        """Fit normalisation on the job's training pixels and pretrain the denoiser(s) once;
+        both are saved so a restarted station does not redo them."""
+        path = self.state_dir / "pretrained.pt"
+        if path.exists():
+            ck = torch.load(path, weights_only=True)
+            stats = {m: BandStats.from_dict(d) for m, d in ck["stats"].items()}
+            for m, b in self.branches.items():
+                b.unet.load_state_dict(ck["unet"][m])
+                b.freeze_denoiser()
+        else:
+            mask = np.zeros(self.scene.shape, dtype=bool)
+            mask[train_rows, train_cols] = True
+            stats = {m: BandStats.fit(self.scene.modalities[m], mask) for m in self.modalities}
+            srcs = self._sources(stats)
+            for m, b in self.branches.items():
+                pretrain_denoiser(b, srcs[m], self.cfg, self.cfg.train.seed, progress, desc=f"pretrain {m}")
+                b.freeze_denoiser()
+            atomic_torch_save({"stats": {m: s.to_dict() for m, s in stats.items()}, "unet": {m: b.unet.state_dict() for m, b in self.branches.items()}}, path)
+        self.sources = self._sources(stats)
+        params = [p for b in self.branches.values() for p in b.parameters() if p.requires_grad]
+        self.optimizer = torch.optim.Adam(params, lr=self.cfg.train.lr)
+        if not (self.state_dir / "round_-1.pt").exists():
+            self._save_round(-1)
+
+    def _sources(self, stats: dict[str, BandStats]) -> dict[str, PatchSource]:
+        return {m: PatchSource(self.scene.modalities[m], stats[m], self.cfg.model.patch_size) for m in self.modalities}
+
+    @property
+    def ready(self) -> bool:
+        return self.optimizer is not None
+
+    # -- rounds ---------------------------------------------------------------------------------
+    def _trainable_state(self) -> dict:
+        return {m: {k: v for k, v in b.state_dict().items() if not k.startswith("unet.") and not k.startswith("features.")} for m, b in self.branches.items()}
+
+    def _save_round(self, rnd: int) -> None:
+        atomic_torch_save({"round": rnd, "branches": self._trainable_state(), "optimizer": self.optimizer.state_dict()}, self.state_dir / f"round_{rnd}.pt")
+        for old in self.state_dir.glob("round_*.pt"):
+            r = int(old.stem.split("_")[1])
+            if r < rnd - KEEP_ROUNDS + 1 and r != -1:
+                old.unlink(missing_ok=True)
+
+    def rollback_to(self, start_round: int) -> None:
+        """Load the state committed at the end of round ``start_round - 1``."""
+        want = start_round - 1
+        if self.loaded_round == want:
+            return
+        path = self.state_dir / f"round_{want}.pt"
+        if not path.exists():
+            raise RuntimeError(f"station {self.name}: no committed state for round {want} in {self.state_dir}")
+        ck = torch.load(path, weights_only=True)
+        for m, b in self.branches.items():
+            b.load_state_dict(ck["branches"][m], strict=False)
+        self.optimizer.load_state_dict(ck["optimizer"])
+        self.pending.clear()
+        self.loaded_round = want
+        log.info("station %s at committed round %d", self.name, want)
+
+    def begin_round(self, rnd: int) -> None:
+        set_lr(self.optimizer, cosine_lr(self.cfg.train.lr, rnd, self.cfg.train.epochs))
+
+    def forward(self, key: tuple, rows: np.ndarray, cols: np.ndarray, dihedral: Optional[np.ndarray], train: bool) -> dict[str, np.ndarray]:
+        """Packed codes for each of this station's modalities; in training the graph is kept
+        until the matching BACKWARD arrives."""
+        out: dict[str, np.ndarray] = {}
+        held: dict[str, torch.Tensor] = {}
+        for m, b in self.branches.items():
+            b.train(train)
+            x = self.sources[m].patches(rows, cols)
+            if dihedral is not None:
+                x = apply_dihedral(x, torch.from_numpy(dihedral.astype(np.int64)))
+            with torch.set_grad_enabled(train):
+                flat = b.flat_features(x)
+                codes = b.encoder.project(flat) if b.encoder is not None else flat
+            packed = quantise(codes.detach(), b.encoder.bits) if b.encoder is not None else Packed(codes.detach().float(), torch.ones(codes.shape[0]))
+            out[f"codes_{m}"] = packed.codes.numpy()
+            out[f"scale_{m}"] = packed.scale.numpy()
+            if train:
+                held[m] = codes
+        if train:
+            self.pending = {key: held}
+        return out
+
+    def backward(self, key: tuple, grads: dict[str, np.ndarray]) -> bool:
+        held = self.pending.pop(key, None)
+        if held is None:
+            log.warning("station %s: gradient for %s without a pending forward; ignored", self.name, key)
+            return False
+        self.optimizer.zero_grad(set_to_none=True)
+        total = torch.zeros(())
+        for m, codes in held.items():
+            total = total + (codes * torch.from_numpy(grads[f"grad_{m}"]).float()).sum()
+        l2 = self.cfg.train.l2
+        if l2 > 0:
+            total = total + l2 * l2_penalty((n, p) for b in self.branches.values() for n, p in b.named_parameters())
+        total.backward()
+        self.optimizer.step()
+        return True
+
+    def weights(self) -> dict[str, np.ndarray]:
+        return {f"w_{m}/{k}": v.numpy() for m, sd in self._trainable_state().items() for k, v in sd.items()}
+
+    def commit(self, rnd: int, averaged: dict[str, np.ndarray], seq: int) -> None:
+        if averaged:
+            for m, b in self.branches.items():
+                sd = {k[len(f"w_{m}/"):]: torch.from_numpy(np.array(v)) for k, v in averaged.items() if k.startswith(f"w_{m}/")}
+                b.load_state_dict(sd, strict=False)
+        self._save_round(rnd)
+        self.loaded_round = rnd
+        self.write_meta(committed_round=rnd, seq=seq)

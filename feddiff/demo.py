@@ -1,0 +1,199 @@
+"""``feddiff demo``: a whole federated job on one machine, as separate processes.
+
+Starts a broker (Mosquitto when installed, else an embedded pure-Python one), the aggregator
+daemon and one edge agent per station, each a real ``feddiff`` process talking MQTT on
+loopback; shows round progress; then exports and runs the ONNX model if the export package is
+present, and writes ``report.json`` and the classification map into ``--out``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import os
+import shutil
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import yaml
+from tqdm import tqdm
+
+from feddiff.config import ClientSpec, Config, config_from_dict, load_config
+from feddiff.errors import FedDiffError
+
+DEMO_CONFIG = Path(__file__).resolve().parent / "demo_default.yaml"
+
+
+def job_config(cfg_path: str | None) -> dict:
+    path = Path(cfg_path) if cfg_path else DEMO_CONFIG
+    load_config(path)  # validate before starting anything
+    data = yaml.safe_load(path.read_text()) or {}
+    base = path.resolve().parent
+    # make every relative path absolute so the job file can live in --out
+    for sect in ("modalities",):
+        for src in (data.get("scene", {}).get(sect) or {}).values():
+            src["path"] = str((base / src["path"]).resolve())
+    for key in ("train_labels", "test_labels", "labels"):
+        src = data.get("scene", {}).get(key)
+        if src:
+            src["path"] = str((base / src["path"]).resolve())
+    return data
+
+
+def _spawn(args: list[str], log_path: Path) -> subprocess.Popen:
+    env = dict(os.environ, PYTHONUNBUFFERED="1")
+    fh = open(log_path, "ab")
+    return subprocess.Popen([sys.executable, "-m", "feddiff.cli", *args], stdout=fh, stderr=subprocess.STDOUT, env=env)
+
+
+def _stations(data: dict) -> dict:
+    clients = data.setdefault("federation", {}).setdefault("clients", {})
+    if not clients:
+        mods = list((data.get("scene") or {}).get("modalities") or {}) or ["hsi", "lidar"]
+        for m in mods:
+            clients[f"{m}_station"] = {"modalities": [m]}
+    return clients
+
+
+def run_demo(args: argparse.Namespace) -> int:
+    from feddiff.transport.broker import start_embedded_broker, start_best_broker, start_mosquitto
+
+    t0 = time.perf_counter()
+    out = Path(args.out).resolve()
+    out.mkdir(parents=True, exist_ok=True)
+    data = job_config(args.config)
+    stations = _stations(data)
+    fed = data.setdefault("federation", {})
+    fed.setdefault("job", "demo")
+    fed["state_dir"] = str(out / "state")
+    if args.security:
+        fed["security"] = args.security
+    shutil.rmtree(out / "state", ignore_errors=True)
+    (out / "logs").mkdir(exist_ok=True)
+
+    print(f"[demo] starting broker ({args.broker})", flush=True)
+    broker_dir = out / "broker"
+    broker_dir.mkdir(exist_ok=True)
+    if args.broker == "mosquitto":
+        broker = start_mosquitto(workdir=broker_dir)
+    elif args.broker == "embedded":
+        broker = start_embedded_broker(workdir=broker_dir)
+    else:
+        broker = start_best_broker(workdir=broker_dir)
+    fed.setdefault("broker", {})["port"] = broker.port
+    fed["broker"]["host"] = "127.0.0.1"
+    if fed.get("security") in ("signed", "he"):
+        fed["keys_dir"] = str(_provision(out, fed["job"], list(stations)))
+    job_path = out / "job.yaml"
+    job_path.write_text(yaml.safe_dump(data, sort_keys=False))
+    cfg = load_config(job_path)
+    seconds = {"setup": time.perf_counter() - t0}
+
+    procs: list[subprocess.Popen] = []
+    try:
+        print(f"[demo] broker {broker.name} on 127.0.0.1:{broker.port}; aggregator + {len(stations)} stations", flush=True)
+        agg = _spawn(["aggregator", "--config", str(job_path)], out / "logs" / "aggregator.log")
+        procs.append(agg)
+        for name in stations:
+            procs.append(_spawn(["edge", "--config", str(job_path), "--id", name], out / "logs" / f"{name}.log"))
+        t1 = time.perf_counter()
+        _watch(agg, procs, out / "state" / "aggregator" / "status.json", cfg.train.epochs)
+        seconds["federated_training"] = time.perf_counter() - t1
+        if agg.returncode != 0:
+            raise FedDiffError(f"aggregator exited with {agg.returncode}; see {out / 'logs' / 'aggregator.log'}")
+        for p in procs[1:]:
+            try:
+                p.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                p.terminate()
+    finally:
+        for p in procs:
+            if p.poll() is None:
+                p.terminate()
+        for p in procs:
+            try:
+                p.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                p.kill()
+        broker.stop()
+
+    agg_report = json.loads((out / "state" / "aggregator" / "report.json").read_text())
+    shutil.copy(out / "state" / "aggregator" / "classification_map.png", out / "classification_map.png")
+    report = {
+        "oa": agg_report["oa"],
+        "aa": agg_report["aa"],
+        "kappa": agg_report["kappa"],
+        "per_class": agg_report["per_class"],
+        "rounds": agg_report["rounds"],
+        "bytes": _bytes_per_client(out, list(stations), agg_report),
+        "seconds": {**seconds, **{f"aggregator_{k}": v for k, v in agg_report["seconds"].items()}},
+        "broker": broker.name,
+        "security": cfg.federation.security,
+    }
+    onnx_info = _export_if_available(out, cfg)
+    if onnx_info:
+        report["onnx"] = onnx_info
+        report["seconds"]["export_and_infer"] = onnx_info.pop("seconds")
+    report["seconds"]["total"] = time.perf_counter() - t0
+    (out / "report.json").write_text(json.dumps(report, indent=2))
+    print(json.dumps({k: report[k] for k in ("oa", "aa", "kappa", "rounds", "broker")}, indent=None))
+    print(f"[demo] OA {100 * report['oa']:.2f}%  AA {100 * report['aa']:.2f}%  kappa {report['kappa']:.4f}  in {report['seconds']['total']:.0f}s")
+    print(f"[demo] wrote {out / 'report.json'} and {out / 'classification_map.png'}")
+    return 0
+
+
+def _watch(agg: subprocess.Popen, procs: list[subprocess.Popen], status: Path, epochs: int) -> None:
+    """Round progress from the aggregator's status file; fail fast if a process dies."""
+    bar = tqdm(total=epochs, desc="rounds", unit="round")
+    done = 0
+    while agg.poll() is None:
+        time.sleep(0.5)
+        for p in procs[1:]:
+            if p.poll() not in (None, 0):
+                raise FedDiffError(f"an edge station exited with {p.returncode}; see the logs folder")
+        try:
+            doc = json.loads(status.read_text())
+        except (OSError, ValueError):
+            continue
+        rnd = min(int(doc.get("round", 0)), epochs)
+        if rnd > done:
+            bar.update(rnd - done)
+            done = rnd
+        bar.set_postfix_str(str(doc.get("phase", "")))
+    bar.close()
+
+
+def _bytes_per_client(out: Path, stations: list[str], agg_report: dict) -> dict:
+    per = {}
+    for name in stations:
+        p = out / "state" / name / "station.json"
+        doc = json.loads(p.read_text()) if p.exists() else {}
+        per[name] = {"sent": doc.get("bytes_sent"), "received": doc.get("bytes_received")}
+    per["aggregator"] = {"sent": agg_report["bytes"]["aggregator_sent"], "received": agg_report["bytes"]["aggregator_received"]}
+    return per
+
+
+def _provision(out: Path, job: str, stations: list[str]) -> Path:
+    from crypto.provision import init_job, issue
+
+    keys = out / "keys"
+    shutil.rmtree(keys, ignore_errors=True)
+    init_job(job, keys)
+    issue(keys, "aggregator", "aggregator")
+    for s in stations:
+        issue(keys, "edge", s)
+    return keys
+
+
+def _export_if_available(out: Path, cfg: Config) -> dict | None:
+    try:
+        from export.federated import export_from_job
+    except ModuleNotFoundError:
+        return None
+    t = time.perf_counter()
+    info = export_from_job(cfg, out)
+    info["seconds"] = time.perf_counter() - t
+    return info

@@ -1,0 +1,97 @@
+"""The lightweight communication module: low-rank projection then integer quantisation.
+
+A client's feature vector x (D values) is projected onto a rank-r basis held by the client
+(codes = x W_down^T + b), quantised to int8 with one float32 scale per sample, and sent; the
+receiver reconstructs x_hat = codes W_up^T + c with its own basis. The bases start as the PCA
+of the first batch of features and are then trained end to end through the quantiser with a
+straight-through estimator. The downlink gradient is the gradient of the r codes only, so it is
+small too. Everything is matmul/round/clip, so it exports to ONNX as it runs.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+import torch.nn as nn
+
+
+@dataclass
+class Packed:
+    """Exactly what crosses the network for a batch: int codes and per-sample scales."""
+
+    codes: torch.Tensor  # (B, r) int8 / int16, or float32 when bits == 32
+    scale: torch.Tensor  # (B,) float32
+
+    def nbytes(self) -> int:
+        return self.codes.numel() * self.codes.element_size() + self.scale.numel() * 4
+
+
+def payload_bytes(batch: int, rank: int, bits: int) -> int:
+    """Bytes of one batch's packed features: B*r*bits/8 codes + B float32 scales."""
+    return batch * rank * bits // 8 + batch * 4
+
+
+def raw_bytes(batch: int, dim: int) -> int:
+    """Bytes of the same batch sent as raw float32 features."""
+    return batch * dim * 4
+
+
+def quantise(codes: torch.Tensor, bits: int) -> Packed:
+    if bits == 32:
+        return Packed(codes.float(), torch.ones(codes.shape[0]))
+    qmax = 2 ** (bits - 1) - 1
+    scale = codes.abs().amax(dim=1).clamp_min(1e-8) / qmax
+    q = torch.round(codes / scale[:, None]).clamp(-qmax, qmax)
+    return Packed(q.to(torch.int8 if bits == 8 else torch.int16), scale.float())
+
+
+def dequantise(packed: Packed) -> torch.Tensor:
+    return packed.codes.float() * packed.scale[:, None]
+
+
+class LowRankEncoder(nn.Module):
+    """Client half: D -> r projection and quantiser."""
+
+    def __init__(self, dim: int, rank: int, bits: int = 8) -> None:
+        super().__init__()
+        self.dim, self.rank, self.bits = dim, rank, bits
+        self.proj = nn.Linear(dim, rank)
+
+    def project(self, x: torch.Tensor) -> torch.Tensor:
+        return self.proj(x)
+
+    def pack(self, x: torch.Tensor) -> Packed:
+        """The wire form (no gradient): what the federated client publishes."""
+        return quantise(self.project(x).detach(), self.bits)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """Projected and quantised codes, with a straight-through gradient to the projection."""
+        codes = self.project(x)
+        q = dequantise(quantise(codes.detach(), self.bits))
+        return codes + (q - codes).detach()
+
+
+class LowRankDecoder(nn.Module):
+    """Receiver half: r -> D reconstruction."""
+
+    def __init__(self, dim: int, rank: int) -> None:
+        super().__init__()
+        self.proj = nn.Linear(rank, dim)
+
+    def forward(self, codes: torch.Tensor) -> torch.Tensor:
+        return self.proj(codes)
+
+
+@torch.no_grad()
+def init_from_pca(encoder: LowRankEncoder, decoder: LowRankDecoder, x: torch.Tensor) -> None:
+    """Start both bases at the PCA of ``x`` so training begins from the best linear rank-r fit."""
+    mean = x.mean(dim=0)
+    _, _, vh = torch.linalg.svd(x - mean, full_matrices=False)
+    r = min(encoder.rank, vh.shape[0])
+    basis = torch.zeros(encoder.rank, x.shape[1])
+    basis[:r] = vh[:r]
+    encoder.proj.weight.copy_(basis)
+    encoder.proj.bias.copy_(-(basis @ mean))
+    decoder.proj.weight.copy_(basis.t())
+    decoder.proj.bias.copy_(mean)

@@ -1,0 +1,221 @@
+"""Guided-diffusion style denoising U-Net for small patches, with a frequency-domain block.
+
+One U-Net per modality. Only ``encode`` (input to middle block) is needed for diffusion features,
+so feature extraction never pays for the decoder. The 2-D DFT of the frequency block is written
+as products with fixed cosine/sine matrices: for 8 x 8 patches that is as cheap as an FFT, it is
+exactly the complex transform (real and imaginary parts both kept, unlike the released code,
+which dropped the imaginary part), and it exports to plain ONNX MatMuls.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+
+def _groups(channels: int, wanted: int) -> int:
+    g = min(wanted, channels)
+    while channels % g:
+        g -= 1
+    return g
+
+
+def timestep_embedding(t: torch.Tensor, dim: int) -> torch.Tensor:
+    """Sinusoidal embedding of integer timesteps (Transformer / DDPM style)."""
+    half = dim // 2
+    freqs = torch.exp(-math.log(10000.0) * torch.arange(half, dtype=torch.float32, device=t.device) / half)
+    args = t.float()[:, None] * freqs[None]
+    emb = torch.cat([torch.cos(args), torch.sin(args)], dim=1)
+    if dim % 2:
+        emb = F.pad(emb, (0, 1))
+    return emb
+
+
+def _dft_bases(n: int, half: bool) -> tuple[torch.Tensor, torch.Tensor]:
+    k = torch.arange(n // 2 + 1 if half else n, dtype=torch.float64)[:, None]
+    m = torch.arange(n, dtype=torch.float64)[None]
+    ang = 2 * math.pi * k * m / n
+    return torch.cos(ang), torch.sin(ang)
+
+
+class SpectralMixing(nn.Module):
+    """rFFT2 -> complex 1x1 channel mixing -> inverse rFFT2, all as real matmuls.
+
+    The complex weight ``W = Wr + i Wi`` mixes channels at every frequency, so the block can
+    shift phase as well as scale amplitude: the information the released code threw away.
+    """
+
+    def __init__(self, channels: int, height: int, width: int) -> None:
+        super().__init__()
+        self.wr = nn.Parameter(torch.eye(channels) + 0.02 * torch.randn(channels, channels))
+        self.wi = nn.Parameter(0.02 * torch.randn(channels, channels))
+        ch, sh = _dft_bases(height, half=False)
+        cw, sw = _dft_bases(width, half=True)
+        # inverse along the half axis: Hermitian weights (DC and Nyquist once, the rest twice)
+        c = torch.full((width // 2 + 1, 1), 2.0, dtype=torch.float64)
+        c[0] = 1.0
+        if width % 2 == 0:
+            c[-1] = 1.0
+        self.register_buffer("ch", ch.float(), persistent=False)
+        self.register_buffer("sh", sh.float(), persistent=False)
+        self.register_buffer("cw_t", cw.t().float(), persistent=False)
+        self.register_buffer("sw_t", sw.t().float(), persistent=False)
+        self.register_buffer("aw", (c * cw / width).float(), persistent=False)
+        self.register_buffer("bw", (c * sw / width).float(), persistent=False)
+        self.height = height
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        # forward rFFT along W, full DFT along H: X = F_H x F_W^T, F = C - iS
+        re1 = x @ self.cw_t
+        im1 = -(x @ self.sw_t)
+        re = self.ch @ re1 + self.sh @ im1
+        im = self.ch @ im1 - self.sh @ re1
+        # complex 1x1 channel mixing (einsum over channels)
+        yr = torch.einsum("oc,bchw->bohw", self.wr, re) - torch.einsum("oc,bchw->bohw", self.wi, im)
+        yi = torch.einsum("oc,bchw->bohw", self.wr, im) + torch.einsum("oc,bchw->bohw", self.wi, re)
+        # inverse along H (conjugate basis, 1/H), then Hermitian inverse along W
+        zr = (self.ch @ yr - self.sh @ yi) / self.height
+        zi = (self.ch @ yi + self.sh @ yr) / self.height
+        return zr @ self.aw - zi @ self.bw
+
+
+class FrequencyBlock(nn.Module):
+    """Spectral mixing followed by a small conv stack, added back residually."""
+
+    def __init__(self, channels: int, size: int, groups: int) -> None:
+        super().__init__()
+        self.spectral = SpectralMixing(channels, size, size)
+        self.convs = nn.Sequential(
+            nn.GroupNorm(_groups(channels, groups), channels),
+            nn.SiLU(),
+            nn.Conv2d(channels, channels, 3, padding=1),
+        )
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return x + self.convs(self.spectral(x))
+
+
+class ResBlock(nn.Module):
+    def __init__(self, cin: int, cout: int, tdim: int, groups: int) -> None:
+        super().__init__()
+        self.norm1 = nn.GroupNorm(_groups(cin, groups), cin)
+        self.conv1 = nn.Conv2d(cin, cout, 3, padding=1)
+        self.temb = nn.Linear(tdim, cout)
+        self.norm2 = nn.GroupNorm(_groups(cout, groups), cout)
+        self.conv2 = nn.Conv2d(cout, cout, 3, padding=1)
+        self.skip = nn.Conv2d(cin, cout, 1) if cin != cout else nn.Identity()
+
+    def forward(self, x: torch.Tensor, temb: torch.Tensor) -> torch.Tensor:
+        h = self.conv1(F.silu(self.norm1(x)))
+        h = h + self.temb(F.silu(temb))[:, :, None, None]
+        h = self.conv2(F.silu(self.norm2(h)))
+        return self.skip(x) + h
+
+
+class SelfAttention(nn.Module):
+    """Single-head self-attention over the (tiny) middle-block grid; plain matmuls for export."""
+
+    def __init__(self, channels: int, groups: int) -> None:
+        super().__init__()
+        self.norm = nn.GroupNorm(_groups(channels, groups), channels)
+        self.qkv = nn.Conv2d(channels, 3 * channels, 1)
+        self.proj = nn.Conv2d(channels, channels, 1)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        b, c, h, w = x.shape
+        q, k, v = self.qkv(self.norm(x)).reshape(b, 3, c, h * w).unbind(1)
+        attn = torch.softmax(q.transpose(1, 2) @ k / math.sqrt(c), dim=-1)  # b, hw, hw
+        out = (v @ attn.transpose(1, 2)).reshape(b, c, h, w)
+        return x + self.proj(out)
+
+
+class DenoisingUNet(nn.Module):
+    """Predicts the noise in a noisy patch. ``encode`` stops at the middle block."""
+
+    def __init__(
+        self,
+        in_channels: int,
+        patch_size: int,
+        base_channels: int = 32,
+        channel_mult: tuple[int, ...] | list[int] = (1, 2),
+        num_res_blocks: int = 2,
+        attention: bool = True,
+        freq_block: bool = True,
+        groups: int = 8,
+    ) -> None:
+        super().__init__()
+        self.in_channels = in_channels
+        self.patch_size = patch_size
+        levels = len(channel_mult)
+        self.multiple = 2 ** (levels - 1)
+        self.padded = -(-patch_size // self.multiple) * self.multiple
+        tdim = base_channels * 4
+        self.base_channels = base_channels
+        self.time_mlp = nn.Sequential(nn.Linear(base_channels, tdim), nn.SiLU(), nn.Linear(tdim, tdim))
+        self.conv_in = nn.Conv2d(in_channels, base_channels, 3, padding=1)
+
+        self.down = nn.ModuleList()
+        skips = [base_channels]
+        ch, size = base_channels, self.padded
+        for lvl, mult in enumerate(channel_mult):
+            for _ in range(num_res_blocks):
+                out = base_channels * mult
+                block = nn.ModuleList([ResBlock(ch, out, tdim, groups)])
+                block.append(FrequencyBlock(out, size, groups) if freq_block else nn.Identity())
+                self.down.append(block)
+                ch = out
+                skips.append(ch)
+            if lvl < levels - 1:
+                self.down.append(nn.ModuleList([nn.Conv2d(ch, ch, 3, stride=2, padding=1)]))
+                skips.append(ch)
+                size //= 2
+        self.mid_channels = ch
+        self.mid_size = size
+        self.mid1 = ResBlock(ch, ch, tdim, groups)
+        self.mid_attn = SelfAttention(ch, groups) if attention else nn.Identity()
+        self.mid2 = ResBlock(ch, ch, tdim, groups)
+
+        self.up = nn.ModuleList()
+        for lvl, mult in reversed(list(enumerate(channel_mult))):
+            for _ in range(num_res_blocks + 1):
+                out = base_channels * mult
+                self.up.append(nn.ModuleList([ResBlock(ch + skips.pop(), out, tdim, groups)]))
+                ch = out
+            if lvl > 0:
+                self.up.append(nn.ModuleList([nn.Upsample(scale_factor=2, mode="nearest"), nn.Conv2d(ch, ch, 3, padding=1)]))
+        self.out = nn.Sequential(nn.GroupNorm(_groups(ch, groups), ch), nn.SiLU(), nn.Conv2d(ch, in_channels, 3, padding=1))
+
+    def _pad(self, x: torch.Tensor) -> torch.Tensor:
+        extra = self.padded - x.shape[-1]
+        return F.pad(x, (0, extra, 0, extra), mode="replicate") if extra else x
+
+    def _encode(self, x: torch.Tensor, t: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, list[torch.Tensor]]:
+        temb = self.time_mlp(timestep_embedding(t, self.base_channels))
+        h = self.conv_in(self._pad(x))
+        hs = [h]
+        for block in self.down:
+            if isinstance(block[0], ResBlock):
+                h = block[1](block[0](h, temb))
+            else:
+                h = block[0](h)
+            hs.append(h)
+        h = self.mid2(self.mid_attn(self.mid1(h, temb)), temb)
+        return h, temb, hs
+
+    def encode(self, x: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
+        """Middle-block output (B, mid_channels, mid_size, mid_size): the diffusion feature."""
+        return self._encode(x, t)[0]
+
+    def forward(self, x: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
+        h, temb, hs = self._encode(x, t)
+        for block in self.up:
+            if isinstance(block[0], ResBlock):
+                h = block[0](torch.cat([h, hs.pop()], dim=1), temb)
+            else:
+                h = block[1](block[0](h))
+        out = self.out(h)
+        p = self.patch_size
+        return out[..., :p, :p]

@@ -1,0 +1,83 @@
+"""The unit every filter and transport passes around: a topic, an envelope header, a payload.
+
+Filters (compress, seal, chunk; Flower's "mods") wrap every message on the way out and unwrap it
+on the way in. A filter never branches on what other filters exist: security adds filters, it
+does not add code paths to training.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass, field
+from typing import Any, Optional, Protocol
+
+ENVELOPE_VERSION = 1
+
+
+class EnvelopeError(ValueError):
+    """A message was rejected. ``reason`` is a short stable tag counted in status (e.g. 'replay')."""
+
+    def __init__(self, reason: str, detail: str = "") -> None:
+        self.reason = reason
+        super().__init__(f"rejected message: {reason}" + (f": {detail}" if detail else ""))
+
+
+@dataclass
+class Header:
+    """Envelope header. ``payload_len``/``payload_sha256`` describe the bytes actually carried and
+    are filled in by ``envelope.pack``; ``ext`` carries per-filter fields (chunk index, nonce,
+    signature, ...) under the filter's name."""
+
+    job: str
+    round: int
+    step: int
+    sender: str
+    seq: int
+    content_type: str
+    version: int = ENVELOPE_VERSION
+    payload_len: int = 0
+    payload_sha256: str = ""
+    timestamp: float = 0.0
+    ext: dict[str, Any] = field(default_factory=dict)
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+
+@dataclass
+class Message:
+    topic: str
+    header: Header
+    payload: bytes
+
+
+class Filter(Protocol):
+    """One stage of the payload chain. ``inbound`` returns None when it swallowed the message
+    (a chunk awaiting its siblings, a duplicate); it raises ``EnvelopeError`` to reject."""
+
+    name: str
+
+    def outbound(self, msg: Message) -> list[Message]: ...
+
+    def inbound(self, msg: Message) -> Optional[Message]: ...
+
+
+class FilterChain:
+    """Applies filters in order on the way out and in reverse order on the way in."""
+
+    def __init__(self, filters: list[Filter]) -> None:
+        self.filters = list(filters)
+
+    def outbound(self, msg: Message) -> list[Message]:
+        msgs = [msg]
+        for f in self.filters:
+            msgs = [out for m in msgs for out in f.outbound(m)]
+        return msgs
+
+    def inbound(self, msg: Message) -> Optional[Message]:
+        current: Optional[Message] = msg
+        for f in reversed(self.filters):
+            if current is None:
+                return None
+            current = f.inbound(current)
+        return current

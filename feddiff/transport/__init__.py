@@ -1,0 +1,1 @@
+"""transport layer of the FedDiff core."""
