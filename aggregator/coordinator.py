@@ -67,6 +67,7 @@ class Coordinator:
         self.state = state or JobState(job=self.fed.job)
         self._snapshot()
         self.hellos: dict[str, dict] = {}
+        self.scene_shape: tuple = ()
         self.stop_requested = False
 
     # -- messaging --------------------------------------------------------------------------------
@@ -104,6 +105,7 @@ class Coordinator:
             meta = msg.meta or {}
             if msg.header.content_type == jobs.HELLO:
                 self.hellos[sender] = meta
+                self.scene_shape = tuple(meta.get("shape", ()))
                 if kind != jobs.HELLO:
                     raise RoundFailed("restarted", [sender])
                 got[sender] = msg

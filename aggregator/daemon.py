@@ -93,9 +93,8 @@ def run(cfg: Config, state_dir: Path) -> int:
                 "rejected": dict(channel.stats.rejected),
                 "seconds": {"train": t_train, "evaluate": t_eval},
             }
-            if cfg.federation.write_map and coord.hellos:
-                shape = tuple(next(iter(coord.hellos.values()))["shape"])
-                class_map = coord.classify_scene(shape)
+            if cfg.federation.write_map and coord.scene_shape:
+                class_map = coord.classify_scene(coord.scene_shape)
                 write_png_map(class_map, labels.class_names, state_dir / "classification_map.png")
                 report["seconds"]["map"] = time.perf_counter() - t0 - t_train - t_eval
             write_json_atomic(state_dir / "report.json", report)

@@ -10,6 +10,7 @@ from __future__ import annotations
 import argparse
 import logging
 import signal
+import sys
 import threading
 import time
 from pathlib import Path
@@ -151,6 +152,6 @@ def main(args: argparse.Namespace) -> int:
     state_dir = Path(args.state_dir) if args.state_dir else Path(cfg.resolve(cfg.federation.state_dir)) / args.id
     state_dir.mkdir(parents=True, exist_ok=True)
     configure_logging(getattr(args, "verbose", False), str(state_dir / "edge.log.jsonl"), name=args.id)
-    agent = EdgeAgent(cfg, args.id, state_dir)
+    agent = EdgeAgent(cfg, args.id, state_dir, progress=sys.stderr.isatty())
     signal.signal(signal.SIGTERM, lambda *_: agent.stop_event.set())
     return agent.run()

@@ -37,4 +37,4 @@ def feddiff_loss(
         mse = mse + F.mse_loss(s, logits.detach())
     reg = l2_penalty(named_params) if l2 > 0 else torch.zeros(())
     total = ce + mse_weight * mse + l2 * reg
-    return total, {"ce": float(ce), "mse": float(mse), "l2": float(reg), "total": float(total)}
+    return total, {"ce": ce.item(), "mse": mse.item(), "l2": reg.item(), "total": total.item()}
