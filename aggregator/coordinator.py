@@ -65,6 +65,7 @@ class Coordinator:
             self.optimizer.load_state_dict(opt_sd)
             log.info("resuming job %s at round %d", state.job, state.round)
         self.state = state or JobState(job=self.fed.job)
+        status.update(round=self.state.round)
         self._snapshot()
         self.hellos: dict[str, dict] = {}
         self.scene_shape: tuple = ()
@@ -107,7 +108,9 @@ class Coordinator:
                 self.hellos[sender] = meta
                 self.scene_shape = tuple(meta.get("shape", ()))
                 if kind != jobs.HELLO:
-                    raise RoundFailed("restarted", [sender])
+                    if meta.get("fresh"):
+                        raise RoundFailed("restarted", [sender])
+                    continue
                 got[sender] = msg
                 continue
             if msg.header.content_type == kind and meta.get("attempt") == self.state.attempt and msg.header.round == rnd and msg.header.step == step:

@@ -28,6 +28,7 @@ from feddiff.protocol.endpoint import fresh_seq, open_channel
 from edge_client.station import Station
 
 log = logging.getLogger("feddiff.edge")
+IDLE_HELLO_S = 5.0
 
 
 class EdgeAgent:
@@ -68,7 +69,10 @@ class EdgeAgent:
     def send(self, kind: str, arrays: Optional[dict] = None, *, round: int = 0, step: int = 0, meta: Optional[dict] = None) -> None:
         self.channel.send(topics.uplink(self.job, self.name), kind, arrays or {}, round=round, step=step, meta=meta or {})
 
-    def hello(self) -> None:
+    def hello(self, fresh: bool = False) -> None:
+        """``fresh`` marks the first hello of this process: a station that restarted mid-round
+        lost its pending graph, so the aggregator reruns the round. Later hellos only say
+        "still here, idle" so that a restarted aggregator finds its stations."""
         s = self.station
         self.send(
             jobs.HELLO,
@@ -78,20 +82,22 @@ class EdgeAgent:
                 "bands": {m: int(s.scene.modalities[m].shape[2]) for m in s.modalities},
                 "shape": list(s.scene.shape),
                 "committed_round": s.committed_round,
+                "fresh": fresh,
             },
         )
 
     def run(self) -> int:
         self.connect()
-        self.hello()
-        last_hello = time.monotonic()
+        self.hello(fresh=True)
+        last_heard = time.monotonic()
         while not self.stop_event.is_set():
             msg = self.channel.recv(timeout=1.0)
             if msg is None:
-                if not self.station.ready and time.monotonic() - last_hello > 5:
-                    self.hello()  # the aggregator may have started after us
-                    last_hello = time.monotonic()
+                if time.monotonic() - last_heard > IDLE_HELLO_S:
+                    self.hello()  # the aggregator may have (re)started after us
+                    last_heard = time.monotonic()
                 continue
+            last_heard = time.monotonic()
             if self.handle(msg):
                 break
         self.channel.transport.close()

@@ -18,11 +18,11 @@ CLASS_NAMES = ["grass", "trees", "asphalt road", "bare soil", "red roof", "grey 
 # class -> (spectrum name, mean height m, height roughness m, lidar intensity)
 CLASSES = [
     ("vegetation", 0.2, 0.1, 0.30),
-    ("vegetation", 12.0, 2.0, 0.30),
-    ("asphalt", 0.0, 0.05, 0.12),
-    ("soil", 0.1, 0.15, 0.45),
-    ("red_roof", 8.0, 0.2, 0.60),
-    ("asphalt", 8.0, 0.2, 0.15),
+    ("vegetation", 12.0, 2.0, 0.25),
+    ("asphalt", 0.0, 0.05, 0.30),
+    ("soil", 0.1, 0.15, 0.32),
+    ("red_roof", 8.0, 0.2, 0.30),
+    ("asphalt", 8.0, 0.2, 0.28),
 ]
 
 
@@ -68,7 +68,7 @@ def make_synthetic_scene(spec: SyntheticSpec) -> Scene:
         hsi[sel] = base + rng.normal(0, 0.012, (cells.shape[0], bands))
         off = h_off[cells] if hmean > 1 else 0.0
         height[sel] = np.maximum(hmean + off + rng.normal(0, rough, cells.shape[0]), 0)
-        intensity[sel] = inten + rng.normal(0, 0.05, cells.shape[0])
+        intensity[sel] = inten + rng.normal(0, 0.06, cells.shape[0])
     lidar = np.stack([height, intensity], axis=-1).astype(np.float32)
 
     labels = np.where(border, 0, cls + 1).astype(np.int64)

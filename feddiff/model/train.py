@@ -102,7 +102,7 @@ def epoch_rng(seed: int, epoch: int) -> np.random.Generator:
 def cosine_lr(base: float, epoch: int, epochs: int) -> float:
     """Learning rate of an epoch; a pure function of the epoch so a resumed job needs no
     scheduler state."""
-    return base * 0.5 * (1 + np.cos(np.pi * epoch / max(epochs, 1)))
+    return float(base * 0.5 * (1 + np.cos(np.pi * epoch / max(epochs, 1))))
 
 
 def set_lr(opt: torch.optim.Optimizer, lr: float) -> None:

@@ -29,9 +29,9 @@ def build_chain(cfg: Config, seal_filters: Optional[list[Filter]] = None) -> Fil
     fed = cfg.federation
     return FilterChain(
         [
-            DedupFilter(),
             CompressFilter(),
             *(seal_filters or []),
+            DedupFilter(),
             ChunkFilter(max_chunk_bytes=fed.chunk_bytes, max_total_bytes=fed.max_message_bytes, timeout_s=max(fed.round_timeout_s, 30.0)),
         ]
     )
