@@ -120,6 +120,7 @@ def test_station_killed_mid_job_is_waited_for_and_job_completes(tmp_path, mosqui
 
 
 def test_duplicate_delivery_over_real_broker_is_handled_once(mosquitto):
+    from feddiff.protocol.arrays import encode_arrays
     from feddiff.protocol.channel import Channel
     from feddiff.protocol.envelope import pack
     from feddiff.protocol.message import Header, Message
@@ -136,7 +137,7 @@ def test_duplicate_delivery_over_real_broker_is_handled_once(mosquitto):
     rx = Channel(rx_t, "demo", "aggregator", build_chain(cfg), 10**7)
     tx = Channel(tx_t, "demo", "a", build_chain(cfg), 10**7)
     tx.send("feddiff/demo/up/a", "features", {"x": np.arange(5)}, round=0, step=0)
-    (wire,) = [pack(m) for m in build_chain(cfg).outbound(Message("feddiff/demo/up/a", Header(job="demo", round=0, step=1, sender="a", seq=99, content_type="features"), b"\0\0\0\x02{}"))]
+    (wire,) = [pack(m) for m in build_chain(cfg).outbound(Message("feddiff/demo/up/a", Header(job="demo", round=0, step=1, sender="a", seq=99, content_type="features"), encode_arrays({"y": np.ones(2)})))]
     tx_t.publish("feddiff/demo/up/a", wire)
     tx_t.publish("feddiff/demo/up/a", wire)  # a QoS-1 style redelivery of the same bytes
     got = [rx.recv(2.0) for _ in range(3)]
