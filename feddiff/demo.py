@@ -59,7 +59,7 @@ def _stations(data: dict) -> dict:
 
 
 def run_demo(args: argparse.Namespace) -> int:
-    from feddiff.transport.broker import start_embedded_broker, start_best_broker, start_mosquitto
+    from feddiff.transport.broker import start_best_broker, start_embedded_broker, start_mosquitto, start_mosquitto_from_conf
 
     t0 = time.perf_counter()
     out = Path(args.out).resolve()
@@ -77,7 +77,12 @@ def run_demo(args: argparse.Namespace) -> int:
     print(f"[demo] starting broker ({args.broker})", flush=True)
     broker_dir = out / "broker"
     broker_dir.mkdir(exist_ok=True)
-    if args.broker == "mosquitto":
+    secure = fed.get("security") in ("signed", "he")
+    if secure:
+        keys = _provision(out, fed["job"], data)
+        fed["keys_dir"] = str(keys)
+        broker = start_mosquitto_from_conf(keys / "broker" / "mosquitto.conf", broker_dir)
+    elif args.broker == "mosquitto":
         broker = start_mosquitto(workdir=broker_dir)
     elif args.broker == "embedded":
         broker = start_embedded_broker(workdir=broker_dir)
@@ -85,8 +90,6 @@ def run_demo(args: argparse.Namespace) -> int:
         broker = start_best_broker(workdir=broker_dir)
     fed.setdefault("broker", {})["port"] = broker.port
     fed["broker"]["host"] = "127.0.0.1"
-    if fed.get("security") in ("signed", "he"):
-        fed["keys_dir"] = str(_provision(out, fed["job"], list(stations)))
     job_path = out / "job.yaml"
     job_path.write_text(yaml.safe_dump(data, sort_keys=False))
     cfg = load_config(job_path)
@@ -176,15 +179,21 @@ def _bytes_per_client(out: Path, stations: list[str], agg_report: dict) -> dict:
     return per
 
 
-def _provision(out: Path, job: str, stations: list[str]) -> Path:
+def _provision(out: Path, job: str, data: dict) -> Path:
+    """Keys, certificates, passwd and ACL for every party of the job (what an operator does with
+    ``feddiff keys init`` / ``feddiff keys issue``)."""
     from crypto.provision import init_job, issue
 
+    fed = data["federation"]
     keys = out / "keys"
     shutil.rmtree(keys, ignore_errors=True)
     init_job(job, keys)
     issue(keys, "aggregator", "aggregator")
-    for s in stations:
+    for s in fed["clients"]:
         issue(keys, "edge", s)
+    holder = fed.get("label_holder", "aggregator")
+    if holder not in ("aggregator", *fed["clients"]):
+        issue(keys, "labels", holder)
     return keys
 
 

@@ -101,6 +101,23 @@ def start_mosquitto(port: Optional[int] = None, conf_extra: str = "", workdir: O
     return BrokerProcess("mosquitto", [binary, "-c", str(conf)], port, workdir)
 
 
+def start_mosquitto_from_conf(conf_path: Path, workdir: Path, port: Optional[int] = None) -> BrokerProcess:
+    """Run a provisioned mosquitto.conf (TLS, passwd, ACL) on a free loopback port: a copy of the
+    file with its listener line moved to 127.0.0.1:<port>."""
+    binary = mosquitto_binary()
+    if binary is None:
+        raise FedDiffError("mosquitto is not installed (Debian: apt-get install mosquitto)")
+    port = port or free_port()
+    workdir = Path(workdir)
+    workdir.mkdir(parents=True, exist_ok=True)
+    lines = [f"listener {port} 127.0.0.1" if ln.startswith("listener ") else ln for ln in Path(conf_path).read_text().splitlines()]
+    if os.geteuid() == 0:
+        lines.insert(0, "user root")  # as root Mosquitto would drop to 'mosquitto' and lose the 0600 files
+    conf = workdir / "mosquitto.conf"
+    conf.write_text("\n".join(lines) + "\n")
+    return BrokerProcess("mosquitto", [binary, "-c", str(conf)], port, workdir, tls=True)
+
+
 def start_embedded_broker(port: Optional[int] = None, workdir: Optional[Path] = None) -> BrokerProcess:
     port = port or free_port()
     workdir = Path(workdir or Path.cwd())
