@@ -56,9 +56,21 @@ class Coordinator:
         self.status = status
         self.clients = dict(self.fed.clients)
         self.modalities = jobs.modalities_of(self.clients)
+        self.he = self.fed.security == "he"
+        self.holder = self.fed.label_holder if self.he else None
+        self.parties = [*self.clients, self.holder] if self.he else list(self.clients)
+        self.public_ctx = None
+        self.ctx_arrays: dict = {}
+        if self.he and (self.holder in self.clients or self.holder == "aggregator" or any(s.region for s in self.clients.values())
+                        or any(len(cs) > 1 for cs in jobs.horizontal_groups(self.clients).values())):
+            from feddiff.errors import ConfigError
+
+            raise ConfigError(f"{cfg.source}: federation.security 'he' needs a third-party label_holder (not the aggregator or a station) and one station per modality without regions")
         torch.set_num_threads(cfg.train.threads)
-        self.head = build_head(self.modalities, len(labels.class_names), cfg.model, cfg.train.seed)
-        self.optimizer = torch.optim.Adam([p for p in self.head.parameters() if p.requires_grad], lr=cfg.train.lr)
+        # in HE mode the head lives with the label holder: the aggregator only adds ciphertexts
+        self.head = torch.nn.Module() if self.he else build_head(self.modalities, len(labels.class_names), cfg.model, cfg.train.seed)
+        params = [p for p in self.head.parameters() if p.requires_grad]
+        self.optimizer = torch.optim.Adam(params or [torch.nn.Parameter(torch.zeros(1))], lr=cfg.train.lr)
         state, head_sd, opt_sd = store.load(self.fed.job)
         if state is not None:
             self.head.load_state_dict(head_sd)
@@ -81,7 +93,7 @@ class Coordinator:
             job, kind, client = topics.parse_topic(msg.topic)
         except Exception:
             return None
-        if job != self.fed.job or kind != "up" or client != msg.header.sender or client not in self.clients:
+        if job != self.fed.job or kind != "up" or client != msg.header.sender or client not in self.parties:
             log.warning("dropped message from %r on %s", msg.header.sender, msg.topic)
             return None
         return client
@@ -106,7 +118,10 @@ class Coordinator:
             meta = msg.meta or {}
             if msg.header.content_type == jobs.HELLO:
                 self.hellos[sender] = meta
-                self.scene_shape = tuple(meta.get("shape", ()))
+                if sender == self.holder:
+                    self._labels_from_holder(msg.arrays, meta)
+                else:
+                    self.scene_shape = tuple(meta.get("shape", ()))
                 if kind != jobs.HELLO:
                     if meta.get("fresh"):
                         raise RoundFailed("restarted", [sender])
@@ -125,8 +140,26 @@ class Coordinator:
         self.head.load_state_dict(self.committed[0])
         self.optimizer.load_state_dict(self.committed[1])
 
+    def _labels_from_holder(self, arrays: dict, meta: dict) -> None:
+        """HE mode: the label holder tells us which pixels are samples (never their labels) and
+        gives the public CKKS context that stations encrypt with and we add under."""
+        from crypto.he import load_public
+        from feddiff.protocol.arrays import arrays_to_blobs
+
+        if self.public_ctx is None:
+            self.ctx_arrays = {k: v for k, v in arrays.items() if k.startswith("ctx_")}
+            self.public_ctx = load_public(arrays_to_blobs(arrays, "ctx")[0])
+            self.status.update(he_context_private=bool(self.public_ctx.is_private()))
+            log.info("HE public context received (secret key held here: %s)", self.public_ctx.is_private())
+        n_tr, n_te = arrays["train_rows"].shape[0], arrays["test_rows"].shape[0]
+        self.labels = Labels(
+            PixelSet(arrays["train_rows"].astype(np.int64), arrays["train_cols"].astype(np.int64), np.full(n_tr, -1)),
+            PixelSet(arrays["test_rows"].astype(np.int64), arrays["test_cols"].astype(np.int64), np.full(n_te, -1)),
+            list(meta.get("classes", [])),
+        )
+
     def await_clients(self, missing: Optional[set[str]] = None) -> None:
-        missing = set(self.clients) if missing is None else missing
+        missing = set(self.parties) if missing is None else missing
         self.status.update(phase="waiting for stations", waiting_for=sorted(missing))
         log.info("waiting for stations: %s", ", ".join(sorted(missing)))
         while missing - set(self.hellos):
@@ -143,11 +176,11 @@ class Coordinator:
         after a station's one-off local pretraining, hence the generous timeout."""
         self.state.attempt += 1
         self.hellos.clear()
-        arrays = {"train_rows": self.labels.train.rows.astype(np.int32), "train_cols": self.labels.train.cols.astype(np.int32)}
-        for c in self.clients:
-            self.send(c, jobs.JOB, arrays, round=rnd, meta={"round": rnd})
+        arrays = {"train_rows": self.labels.train.rows.astype(np.int32), "train_cols": self.labels.train.cols.astype(np.int32), **self.ctx_arrays}
+        for c in self.parties:
+            self.send(c, jobs.JOB, arrays if c in self.clients else {}, round=rnd, meta={"round": rnd})
         pretrain_budget = self.fed.round_timeout_s + 30 + 0.5 * self.cfg.train.pretrain_steps
-        self.collect(jobs.READY, set(self.clients), rnd, 0, timeout=pretrain_budget)
+        self.collect(jobs.READY, set(self.parties), rnd, 0, timeout=pretrain_budget)
 
     def _requests(self, rows: np.ndarray, cols: np.ndarray) -> dict[str, np.ndarray]:
         """Per involved station, the mask of samples it answers for (union over its modalities)."""
@@ -191,6 +224,12 @@ class Coordinator:
         correct = 0
         for step, (idx, dih) in enumerate(plan):
             self.status.update(phase="training", round=rnd, step=step, steps=len(plan))
+            if self.he:
+                parts, ok = self.he_step(rnd, step, idx, dih)
+                correct += ok
+                for k in ("total", "ce"):
+                    sums[k] += parts[k] * idx.shape[0]
+                continue
             wire, masks = self.forward_batch(rnd, step, self.labels.train.rows[idx], self.labels.train.cols[idx], dih, True)
             leaves = {m: w.clone().requires_grad_(True) for m, w in wire.items()}
             logits, singles = self.head(leaves)
@@ -206,6 +245,34 @@ class Coordinator:
                 sums[k] += parts[k] * idx.shape[0]
         n = len(self.labels.train)
         return {"round": rnd, "steps": len(plan), "train_acc": correct / n, **{k: v / n for k, v in sums.items()}}
+
+    def _fused(self, rnd: int, step: int, rows: np.ndarray, cols: np.ndarray, dih: Optional[np.ndarray], train: bool, extra: dict) -> tuple:
+        """HE mode: stations' ciphertexts -> their homomorphic sum -> the label holder."""
+        from crypto.he import add_ciphertexts
+        from feddiff.protocol.arrays import arrays_to_blobs, blobs_to_arrays
+
+        _, masks = None, self._requests(rows, cols)
+        for c in masks:
+            arrays = {"rows": rows.astype(np.int32), "cols": cols.astype(np.int32)}
+            if dih is not None:
+                arrays["dihedral"] = dih.astype(np.uint8)
+            self.send(c, jobs.FORWARD, arrays, round=rnd, step=step, meta={"train": train})
+        replies = self.collect(jobs.FEATURES, set(masks), rnd, step, self.fed.round_timeout_s)
+        cts = None
+        for c in masks:
+            mine = arrays_to_blobs(replies[c].arrays, "ct")
+            cts = mine if cts is None else add_ciphertexts(self.public_ctx, cts, mine)
+        shape = replies[next(iter(masks))].arrays["shape"]
+        self.send(self.holder, jobs.FUSED, {**blobs_to_arrays("ct", cts), "shape": shape, **extra}, round=rnd, step=step, meta={"train": train})
+        return masks
+
+    def he_step(self, rnd: int, step: int, idx: np.ndarray, dih: Optional[np.ndarray]) -> tuple[dict, int]:
+        rows, cols = self.labels.train.rows[idx], self.labels.train.cols[idx]
+        masks = self._fused(rnd, step, rows, cols, dih, True, {"idx": idx.astype(np.int64)})
+        reply = self.collect(jobs.HEAD_GRAD, {self.holder}, rnd, step, self.fed.round_timeout_s)[self.holder]
+        for c in masks:
+            self.send(c, jobs.BACKWARD, {"grad_z": reply.arrays["grad_z"]}, round=rnd, step=step)
+        return reply.meta, int(reply.meta.get("correct", 0))
 
     def average_weights(self, rnd: int) -> dict[str, dict]:
         """Horizontal mode: FedAvg of each modality's branch weights over the stations holding
@@ -229,9 +296,9 @@ class Coordinator:
         return out
 
     def commit_round(self, rnd: int, row: dict, averaged: dict[str, dict]) -> None:
-        for c in self.clients:
+        for c in self.parties:
             self.send(c, jobs.COMMIT, averaged.get(c, {}), round=rnd)
-        self.collect(jobs.COMMITTED, set(self.clients), rnd, 0, self.fed.round_timeout_s)
+        self.collect(jobs.COMMITTED, set(self.parties), rnd, 0, self.fed.round_timeout_s)
         self.state.round = rnd + 1
         self.state.history.append(row)
         self.state.ledger.append({"round": rnd, "attempt": self.state.attempt, "steps_applied": row["steps"]})
@@ -285,6 +352,10 @@ class Coordinator:
         out = np.empty(rows.shape[0], dtype=np.int64)
         for i, idx in enumerate(batches(rows.shape[0], self.cfg.train.eval_batch, None)):
             self.status.update(phase="evaluating", step=i)
+            if self.he:
+                self._fused(tag, i, rows[idx], cols[idx], None, False, {})
+                out[idx] = self.collect(jobs.PREDICTIONS, {self.holder}, tag, i, self.fed.round_timeout_s)[self.holder].arrays["pred"]
+                continue
             wire, _ = self.forward_batch(tag, i, rows[idx], cols[idx], None, False)
             out[idx] = self.head(wire)[0].argmax(1).numpy()
         return out
@@ -294,6 +365,10 @@ class Coordinator:
             try:
                 self.start_round(self.cfg.train.epochs)
                 pred = self.predict(self.labels.test.rows, self.labels.test.cols, tag=self.cfg.train.epochs)
+                if self.he:  # only the label holder can score
+                    self.send(self.holder, jobs.SCORE, {"pred": pred}, round=self.cfg.train.epochs)
+                    reply = self.collect(jobs.METRICS, {self.holder}, self.cfg.train.epochs, 0, self.fed.round_timeout_s)
+                    return {k: reply[self.holder].meta[k] for k in ("oa", "aa", "kappa", "per_class", "confusion")}
                 return classification_metrics(self.labels.test.labels, pred, len(self.labels.class_names))
             except RoundFailed as exc:
                 if exc.reason == "stopping":
@@ -311,6 +386,6 @@ class Coordinator:
         return class_map
 
     def finish(self) -> None:
-        for c in self.clients:
+        for c in self.parties:
             self.send(c, jobs.DONE)
         self.channel.send(topics.broadcast(self.fed.job), jobs.DONE, {}, round=self.state.round, step=0, meta={})

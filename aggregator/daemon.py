@@ -22,7 +22,7 @@ from feddiff.protocol import topics
 from feddiff.protocol.endpoint import fresh_seq, open_channel
 
 from aggregator.coordinator import Coordinator, RoundFailed
-from aggregator.labels import load_labels
+from aggregator.labels import load_labels, placeholder_labels
 from aggregator.state import StateStore, write_json_atomic
 from aggregator.status import StatusBoard, status_path
 
@@ -53,7 +53,7 @@ def run(cfg: Config, state_dir: Path) -> int:
     t0 = time.perf_counter()
     state_dir.mkdir(parents=True, exist_ok=True)
     store = StateStore(state_dir)
-    labels = load_labels(cfg)
+    labels = placeholder_labels() if cfg.federation.security == "he" else load_labels(cfg)
     status = StatusBoard(status_path(state_dir), cfg.federation.job, list(cfg.federation.clients))
     status.update(pid=os.getpid(), phase="connecting")
     existing, _, _ = store.load(cfg.federation.job)
@@ -84,7 +84,7 @@ def run(cfg: Config, state_dir: Path) -> int:
                 "oa": metrics["oa"],
                 "aa": metrics["aa"],
                 "kappa": metrics["kappa"],
-                "per_class": dict(zip(labels.class_names, metrics["per_class"])),
+                "per_class": dict(zip(coord.labels.class_names, metrics["per_class"])),
                 "confusion": metrics["confusion"],
                 "rounds": coord.state.round,
                 "history": coord.state.history,
@@ -95,7 +95,7 @@ def run(cfg: Config, state_dir: Path) -> int:
             }
             if cfg.federation.write_map and coord.scene_shape:
                 class_map = coord.classify_scene(coord.scene_shape)
-                write_png_map(class_map, labels.class_names, state_dir / "classification_map.png")
+                write_png_map(class_map, coord.labels.class_names, state_dir / "classification_map.png")
                 report["seconds"]["map"] = time.perf_counter() - t0 - t_train - t_eval
             write_json_atomic(state_dir / "report.json", report)
             coord.state.finished = True

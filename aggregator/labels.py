@@ -6,6 +6,8 @@ nothing else; stations read only their own rasters.
 
 from __future__ import annotations
 
+import numpy as np
+
 from feddiff.config import Config
 from feddiff.data.loader import load_labels as load_label_maps
 from feddiff.model.prepare import PixelSet
@@ -19,3 +21,9 @@ def load_labels(cfg: Config) -> Labels:
     tr = PixelSet(*labelled_pixels(train_map))
     te = PixelSet(*labelled_pixels(test_map))
     return Labels(tr, te, class_names)
+
+
+def placeholder_labels() -> Labels:
+    """HE mode: the aggregator holds no labels; the label holder's hello fills in the samples."""
+    empty = PixelSet(np.zeros(0, np.int64), np.zeros(0, np.int64), np.zeros(0, np.int64))
+    return Labels(empty, empty, [])

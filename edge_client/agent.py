@@ -136,6 +136,11 @@ class EdgeAgent:
 
     def on_job(self, meta: dict, arrays: dict) -> None:
         rnd, attempt = int(meta["round"]), int(meta["attempt"])
+        if self.station.he and self.station.public_ctx is None:
+            from crypto.he import load_public
+            from feddiff.protocol.arrays import arrays_to_blobs
+
+            self.station.public_ctx = load_public(arrays_to_blobs(arrays, "ctx")[0])
         if not self.station.ready:
             log.info("station %s: pretraining its denoiser(s) locally", self.name)
             self.station.prepare(arrays["train_rows"], arrays["train_cols"], self.progress)
@@ -158,6 +163,11 @@ def main(args: argparse.Namespace) -> int:
     state_dir = Path(args.state_dir) if args.state_dir else Path(cfg.resolve(cfg.federation.state_dir)) / args.id
     state_dir.mkdir(parents=True, exist_ok=True)
     configure_logging(getattr(args, "verbose", False), str(state_dir / "edge.log.jsonl"), name=args.id)
-    agent = EdgeAgent(cfg, args.id, state_dir, progress=sys.stderr.isatty())
+    if args.id == cfg.federation.label_holder and args.id not in cfg.federation.clients:
+        from edge_client.label_holder import LabelHolder
+
+        agent = LabelHolder(cfg, args.id, state_dir)
+    else:
+        agent = EdgeAgent(cfg, args.id, state_dir, progress=sys.stderr.isatty())
     signal.signal(signal.SIGTERM, lambda *_: agent.stop_event.set())
     return agent.run()

@@ -30,6 +30,14 @@ log = logging.getLogger("feddiff.edge")
 KEEP_ROUNDS = 3
 
 
+def _seeded_linear(n_in: int, n_out: int, seed: int, modality: str) -> torch.nn.Linear:
+    from feddiff.model.net import branch_seed
+
+    with torch.random.fork_rng():
+        torch.manual_seed(branch_seed(seed, modality) + 1)
+        return torch.nn.Linear(n_in, n_out)
+
+
 class Station:
     def __init__(self, cfg: Config, name: str, scene: Scene, state_dir: Path) -> None:
         self.cfg = cfg
@@ -40,6 +48,9 @@ class Station:
         self.state_dir.mkdir(parents=True, exist_ok=True)
         torch.set_num_threads(cfg.train.threads)
         self.branches = {m: build_branch(scene.modalities[m].shape[2], cfg.model, cfg.train.seed, m) for m in self.modalities}
+        self.he = cfg.federation.security == "he"
+        self.he_proj = {m: _seeded_linear(b.wire_dim, cfg.model.he_dim, cfg.train.seed, m) for m, b in self.branches.items()} if self.he else {}
+        self.public_ctx = None  # CKKS public context (HE mode), from the JOB message
         self.sources: dict[str, PatchSource] = {}
         self.optimizer: Optional[torch.optim.Optimizer] = None
         self.pending: dict[tuple, dict[str, torch.Tensor]] = {}
@@ -86,6 +97,7 @@ class Station:
             atomic_torch_save({"stats": {m: s.to_dict() for m, s in stats.items()}, "unet": {m: b.unet.state_dict() for m, b in self.branches.items()}}, path)
         self.sources = self._sources(stats)
         params = [p for b in self.branches.values() for p in b.parameters() if p.requires_grad]
+        params += [p for lin in self.he_proj.values() for p in lin.parameters()]
         self.optimizer = torch.optim.Adam(params, lr=self.cfg.train.lr)
         if not (self.state_dir / "round_-1.pt").exists():
             self._save_round(-1)
@@ -99,7 +111,17 @@ class Station:
 
     # -- rounds ---------------------------------------------------------------------------------
     def _trainable_state(self) -> dict:
-        return {m: {k: v for k, v in b.state_dict().items() if not k.startswith("unet.") and not k.startswith("features.")} for m, b in self.branches.items()}
+        state = {m: {k: v for k, v in b.state_dict().items() if not k.startswith("unet.") and not k.startswith("features.")} for m, b in self.branches.items()}
+        for m, lin in self.he_proj.items():
+            state[m].update({f"he_proj.{k}": v for k, v in lin.state_dict().items()})
+        return state
+
+    def _load_trainable(self, states: dict) -> None:
+        for m, b in self.branches.items():
+            sd = dict(states.get(m, {}))
+            if m in self.he_proj and any(k.startswith("he_proj.") for k in sd):
+                self.he_proj[m].load_state_dict({k[len("he_proj."):]: sd.pop(k) for k in list(sd) if k.startswith("he_proj.")})
+            b.load_state_dict(sd, strict=False)
 
     def _save_round(self, rnd: int) -> None:
         atomic_torch_save({"round": rnd, "branches": self._trainable_state(), "optimizer": self.optimizer.state_dict()}, self.state_dir / f"round_{rnd}.pt")
@@ -117,8 +139,7 @@ class Station:
         if not path.exists():
             raise RuntimeError(f"station {self.name}: no committed state for round {want} in {self.state_dir}")
         ck = torch.load(path, weights_only=True)
-        for m, b in self.branches.items():
-            b.load_state_dict(ck["branches"][m], strict=False)
+        self._load_trainable(ck["branches"])
         self.optimizer.load_state_dict(ck["optimizer"])
         self.pending.clear()
         self.loaded_round = want
@@ -132,6 +153,7 @@ class Station:
         until the matching BACKWARD arrives."""
         out: dict[str, np.ndarray] = {}
         held: dict[str, torch.Tensor] = {}
+        z = None
         for m, b in self.branches.items():
             b.train(train)
             x = self.sources[m].patches(rows, cols)
@@ -141,13 +163,29 @@ class Station:
                 flat = b.flat_features(x)
                 codes = b.encoder.project(flat) if b.encoder is not None else flat
             packed = quantise(codes.detach(), b.encoder.bits) if b.encoder is not None else Packed(codes.detach().float(), torch.ones(codes.shape[0]))
+            if self.he:
+                with torch.set_grad_enabled(train):
+                    deq = packed.codes.float() * packed.scale[:, None]
+                    part = self.he_proj[m](codes + (deq - codes).detach())
+                z = part if z is None else z + part
+                continue
             out[f"codes_{m}"] = packed.codes.numpy()
             out[f"scale_{m}"] = packed.scale.numpy()
             if train:
                 held[m] = codes
+        if self.he:
+            out = self._encrypt(z.detach().numpy())
+            held = {"z": z}
         if train:
             self.pending = {key: held}
         return out
+
+    def _encrypt(self, z: np.ndarray) -> dict[str, np.ndarray]:
+        """HE mode: only ciphertexts of this station's projected features leave it."""
+        from crypto.he import encrypt_batch
+        from feddiff.protocol.arrays import blobs_to_arrays
+
+        return {**blobs_to_arrays("ct", encrypt_batch(self.public_ctx, z)), "shape": np.array(z.shape, dtype=np.int64)}
 
     def backward(self, key: tuple, grads: dict[str, np.ndarray]) -> bool:
         held = self.pending.pop(key, None)
@@ -157,7 +195,8 @@ class Station:
         self.optimizer.zero_grad(set_to_none=True)
         total = torch.zeros(())
         for m, codes in held.items():
-            total = total + (codes * torch.from_numpy(grads[f"grad_{m}"]).float()).sum()
+            g = grads["grad_z"] if m == "z" else grads[f"grad_{m}"]
+            total = total + (codes * torch.from_numpy(np.asarray(g)).float()).sum()
         l2 = self.cfg.train.l2
         if l2 > 0:
             total = total + l2 * l2_penalty((n, p) for b in self.branches.values() for n, p in b.named_parameters())
@@ -170,9 +209,7 @@ class Station:
 
     def commit(self, rnd: int, averaged: dict[str, np.ndarray], seq: int) -> None:
         if averaged:
-            for m, b in self.branches.items():
-                sd = {k[len(f"w_{m}/"):]: torch.from_numpy(np.array(v)) for k, v in averaged.items() if k.startswith(f"w_{m}/")}
-                b.load_state_dict(sd, strict=False)
+            self._load_trainable({m: {k[len(f"w_{m}/"):]: torch.from_numpy(np.array(v)) for k, v in averaged.items() if k.startswith(f"w_{m}/")} for m in self.branches})
         self._save_round(rnd)
         self.loaded_round = rnd
         self.write_meta(committed_round=rnd, seq=seq)

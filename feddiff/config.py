@@ -111,6 +111,7 @@ class ModelSpec:
     use_diffusion: bool = True
     head_channels: int = field(default=64, metadata=_rng(4, 1024))
     fusion: str = field(default="interaction", metadata=_rng(choices=("interaction", "additive")))
+    he_dim: int = field(default=32, metadata=_rng(1, 4096))  # width of the encrypted sum in HE mode
     comm: CommSpec = field(default_factory=CommSpec)
 
 

@@ -71,6 +71,8 @@ def run_demo(args: argparse.Namespace) -> int:
     fed["state_dir"] = str(out / "state")
     if args.security:
         fed["security"] = args.security
+    if fed.get("security") == "he" and fed.get("label_holder", "aggregator") == "aggregator":
+        fed["label_holder"] = "label_holder"  # HE: the aggregator must never hold the secret key
     shutil.rmtree(out / "state", ignore_errors=True)
     (out / "logs").mkdir(exist_ok=True)
 
@@ -100,7 +102,10 @@ def run_demo(args: argparse.Namespace) -> int:
         print(f"[demo] broker {broker.name} on 127.0.0.1:{broker.port}; aggregator + {len(stations)} stations", flush=True)
         agg = _spawn(["aggregator", "--config", str(job_path)], out / "logs" / "aggregator.log")
         procs.append(agg)
-        for name in stations:
+        parties = list(stations)
+        if cfg.federation.label_holder not in ("aggregator", *stations):
+            parties.append(cfg.federation.label_holder)
+        for name in parties:
             procs.append(_spawn(["edge", "--config", str(job_path), "--id", name], out / "logs" / f"{name}.log"))
         t1 = time.perf_counter()
         _watch(agg, procs, out / "state" / "aggregator" / "status.json", cfg.train.epochs)

@@ -62,3 +62,22 @@ def decode_arrays(data: bytes, max_elements: int = MAX_ELEMENTS) -> tuple[dict[s
         raise
     except Exception as exc:
         raise EnvelopeError("bad_payload", f"{type(exc).__name__}") from None
+
+
+def blobs_to_arrays(prefix: str, blobs: list[bytes]) -> dict[str, np.ndarray]:
+    """Opaque byte strings (e.g. serialized ciphertexts) as two arrays: data and lengths."""
+    return {
+        f"{prefix}_data": np.frombuffer(b"".join(blobs), dtype=np.uint8),
+        f"{prefix}_lens": np.array([len(b) for b in blobs], dtype=np.int64),
+    }
+
+
+def arrays_to_blobs(arrays: dict[str, np.ndarray], prefix: str) -> list[bytes]:
+    data, lens = arrays[f"{prefix}_data"].tobytes(), arrays[f"{prefix}_lens"]
+    if int(lens.sum()) != len(data) or (lens < 0).any():
+        raise EnvelopeError("bad_payload", f"{prefix}: blob lengths do not match the data")
+    out, off = [], 0
+    for n in lens.tolist():
+        out.append(data[off : off + n])
+        off += n
+    return out

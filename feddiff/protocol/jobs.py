@@ -35,6 +35,16 @@ WEIGHTS = "weights"
 COMMIT = "commit"
 COMMITTED = "committed"
 DONE = "done"
+# HE mode (a third-party label holder holds the only CKKS secret key):
+#   labels -> agg   HELLO  + train_rows/cols, test_rows/cols, ctx (public CKKS context)
+#   agg -> labels   FUSED  {round, step, attempt, train} + sum of the stations' ciphertexts, idx
+#   labels -> agg   HEAD_GRAD (train) grad_z | PREDICTIONS (eval) pred
+#   agg -> labels   SCORE + pred (the test set)  ->  labels -> agg  METRICS {oa, aa, kappa, ...}
+FUSED = "fused"
+HEAD_GRAD = "head_grad"
+PREDICTIONS = "predictions"
+SCORE = "score"
+METRICS = "metrics"
 
 
 def in_region(spec: ClientSpec, rows: np.ndarray, cols: np.ndarray) -> np.ndarray:
