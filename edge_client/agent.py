@@ -129,7 +129,9 @@ class EdgeAgent:
             self.send(jobs.WEIGHTS, self.station.weights(), round=rnd, meta={"attempt": self.attempt, "samples": n})
         elif kind == jobs.COMMIT:
             self.station.commit(rnd, arrays, self.channel.seq)
-            self.station.write_meta(bytes_sent=self.channel.stats.bytes_sent, bytes_received=self.channel.stats.bytes_received)
+            hist = self.station.meta.get("bytes_by_round", {})
+            hist[str(rnd)] = [self.channel.stats.bytes_sent, self.channel.stats.bytes_received]
+            self.station.write_meta(bytes_sent=self.channel.stats.bytes_sent, bytes_received=self.channel.stats.bytes_received, bytes_by_round=hist)
             self.send(jobs.COMMITTED, round=rnd, meta={"attempt": self.attempt})
             log.info("station %s committed round %d", self.name, rnd)
         return False

@@ -52,3 +52,58 @@ def test_he_job_aggregator_never_holds_the_secret_key(tmp_path):
     assert status["he_context_private"] is False
     # the label holder, not the aggregator, scored the model
     assert (out / "state" / "label_holder" / "label_holder.pt").exists()
+
+
+def test_eavesdropper_with_broker_credentials_reads_no_features(tmp_path):
+    """A broker account allowed to read '#' records every payload of a signed job: none of them
+    decodes to arrays (sealed), although the same check finds arrays in plaintext traffic."""
+    import os
+    import zlib
+
+    from crypto.provision import init_job, issue
+    from feddiff.protocol.arrays import decode_arrays
+    from feddiff.protocol.envelope import unpack
+    from feddiff.protocol.message import EnvelopeError
+    from feddiff.transport.broker import start_mosquitto_from_conf
+    from feddiff.transport.mqtt import MqttTransport
+
+    keys = tmp_path / "keys"
+    init_job("securetest", keys)
+    issue(keys, "aggregator", "aggregator")
+    for s in ("hsi_station", "lidar_station", "operator"):
+        issue(keys, "edge", s)
+    acl = keys / "broker" / "acl"
+    acl.write_text(acl.read_text() + "\nuser operator\ntopic read #\n")  # the broker operator's view
+    broker = start_mosquitto_from_conf(keys / "broker" / "mosquitto.conf", tmp_path / "broker")
+    job = json.loads(json.dumps(JOB))
+    job["train"]["epochs"] = 2
+    job["federation"].update(security="signed", keys_dir=str(keys), state_dir=str(tmp_path / "state"), write_map=False, broker={"port": broker.port})
+    cfg = tmp_path / "job.yaml"
+    cfg.write_text(yaml.safe_dump(job))
+    op = keys / "parties" / "operator"
+    spy = MqttTransport("spy", "127.0.0.1", broker.port, username="operator", password=(op / "mqtt_password").read_text().strip(),
+                        tls_ca=str(keys / "ca.crt"), tls_cert=str(op / "tls.crt"), tls_key=str(op / "tls.key"))
+    spy.connect(10)
+    spy.subscribe("#")
+    try:
+        procs = [subprocess.Popen([sys.executable, "-m", "feddiff.cli", "aggregator", "--config", str(cfg)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)]
+        procs += [subprocess.Popen([sys.executable, "-m", "feddiff.cli", "edge", "--config", str(cfg), "--id", s], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL) for s in ("hsi_station", "lidar_station")]
+        for p in procs:
+            assert p.wait(300) == 0
+    finally:
+        broker.stop()
+    captured = []
+    while (item := spy.get(0.1)) is not None:
+        captured.append(item)
+    round_data = [(t, p) for t, p in captured if "/up/" in t or "/down/" in t]
+    assert len(round_data) > 20
+    readable = 0
+    for topic, payload in round_data:
+        msg = unpack(topic, payload, 10**8)
+        assert "seal" in msg.header.ext
+        try:
+            decode_arrays(zlib.decompress(msg.payload))
+            readable += 1
+        except (zlib.error, EnvelopeError):
+            pass
+    assert readable == 0

@@ -1,0 +1,139 @@
+"""Shared by the federation and security benchmarks: centralised reference runs and real
+federated jobs (Mosquitto + separate processes) on one scene config.
+
+Stage 1 (each station pretraining its denoiser on its own raster) is local and sends nothing,
+so the benchmarks pretrain once per seed and hand the result to every run (centralised, each
+rank, each security mode): the runs then differ only in what is measured.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import shutil
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+import yaml
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+from feddiff.config import Config, config_to_dict  # noqa: E402
+from feddiff.data.scene import Scene  # noqa: E402
+from feddiff.metrics import classification_metrics  # noqa: E402
+from feddiff.model.checkpoint import atomic_torch_save  # noqa: E402
+from feddiff.model.net import FedDiffNet  # noqa: E402
+from feddiff.model.prepare import pixel_sets, sources  # noqa: E402
+from feddiff.model.train import predict, pretrain_denoiser, set_seed, train_classifier  # noqa: E402
+
+
+def pretrain(cfg: Config, scene: Scene, cache: Path) -> dict:
+    """{'stats': {m: dict}, 'unet': {m: state_dict}} for the config's seed, cached on disk."""
+    path = cache / f"pretrained_seed{cfg.train.seed}.pt"
+    if path.exists():
+        return torch.load(path, weights_only=True)
+    set_seed(cfg.train.seed, cfg.train.threads)
+    mods = list(scene.modalities)
+    srcs = sources(scene, mods, cfg.model.patch_size)
+    net = FedDiffNet({m: scene.modalities[m].shape[2] for m in mods}, scene.num_classes, cfg.model, cfg.train.seed)
+    t = time.perf_counter()
+    for m in mods:
+        pretrain_denoiser(net.branches[m], srcs[m], cfg, cfg.train.seed, progress=False)
+    doc = {"stats": {m: srcs[m].stats.to_dict() for m in mods}, "unet": {m: net.branches[m].unet.state_dict() for m in mods}, "seconds": time.perf_counter() - t}
+    cache.mkdir(parents=True, exist_ok=True)
+    atomic_torch_save(doc, path)
+    return doc
+
+
+def centralised_stage2(cfg: Config, scene: Scene, pre: dict) -> dict:
+    """Stage 2 on the pretrained denoisers; OA, seconds per epoch."""
+    set_seed(cfg.train.seed, cfg.train.threads)
+    mods = list(scene.modalities)
+    srcs = sources(scene, mods, cfg.model.patch_size)
+    net = FedDiffNet({m: scene.modalities[m].shape[2] for m in mods}, scene.num_classes, cfg.model, cfg.train.seed)
+    for m in mods:
+        net.branches[m].unet.load_state_dict(pre["unet"][m])
+        net.branches[m].freeze_denoiser()
+    train, test = pixel_sets(scene)
+    t = time.perf_counter()
+    train_classifier(net, srcs, train, cfg, progress=False)
+    secs = time.perf_counter() - t
+    pred = predict(net, srcs, test.rows, test.cols, cfg.train.eval_batch)
+    return {**classification_metrics(test.labels, pred, scene.num_classes), "epoch_s": secs / cfg.train.epochs}
+
+
+def with_comm(cfg: Config, rank: int | None) -> Config:
+    comm = dataclasses.replace(cfg.model.comm, enabled=rank is not None, rank=rank or cfg.model.comm.rank)
+    return dataclasses.replace(cfg, model=dataclasses.replace(cfg.model, comm=comm))
+
+
+def federated_job(cfg: Config, pre: dict, work: Path, security: str = "none", label_holder: str = "aggregator") -> dict:
+    """A real job: Mosquitto (TLS + ACL when sealed), the aggregator and one process per party."""
+    from feddiff.transport.broker import start_mosquitto, start_mosquitto_from_conf
+
+    shutil.rmtree(work, ignore_errors=True)
+    work.mkdir(parents=True)
+    data = config_to_dict(cfg)
+    data.pop("source", None)
+    for m, src in data["scene"]["modalities"].items():
+        src["path"] = str(cfg.resolve(src["path"]))
+    for k in ("train_labels", "test_labels", "labels"):
+        if data["scene"].get(k):
+            data["scene"][k]["path"] = str(cfg.resolve(data["scene"][k]["path"]))
+    fed = data["federation"]
+    fed.update(security=security, label_holder=label_holder, state_dir=str(work / "state"), write_map=False, round_timeout_s=600)
+    stations = list(fed["clients"])
+    if security != "none":
+        from crypto.provision import init_job, issue
+
+        keys = work / "keys"
+        init_job(fed["job"], keys)
+        issue(keys, "aggregator", "aggregator")
+        for s in stations:
+            issue(keys, "edge", s)
+        if label_holder not in ("aggregator", *stations):
+            issue(keys, "labels", label_holder)
+        fed["keys_dir"] = str(keys)
+        broker = start_mosquitto_from_conf(keys / "broker" / "mosquitto.conf", work / "broker")
+    else:
+        broker = start_mosquitto(workdir=work / "broker")
+    fed["broker"]["port"] = broker.port
+    fed["broker"]["host"] = "127.0.0.1"
+    job = work / "job.yaml"
+    job.write_text(yaml.safe_dump(data, sort_keys=False))
+    for s in stations:  # stage 1 already done (local, no traffic): hand each station its own part
+        spec = fed["clients"][s]["modalities"]
+        atomic_torch_save({"stats": {m: pre["stats"][m] for m in spec}, "unet": {m: pre["unet"][m] for m in spec}}, work / "state" / s / "pretrained.pt")
+    parties = stations + ([label_holder] if label_holder not in ("aggregator", *stations) else [])
+    t = time.perf_counter()
+    procs = [subprocess.Popen([sys.executable, "-m", "feddiff.cli", "aggregator", "--config", str(job)], stdout=open(work / "aggregator.log", "wb"), stderr=subprocess.STDOUT)]
+    procs += [subprocess.Popen([sys.executable, "-m", "feddiff.cli", "edge", "--config", str(job), "--id", p], stdout=open(work / f"{p}.log", "wb"), stderr=subprocess.STDOUT) for p in parties]
+    try:
+        rc = procs[0].wait()
+        for p in procs[1:]:
+            p.wait(60)
+    finally:
+        for p in procs:
+            if p.poll() is None:
+                p.kill()
+        broker.stop()
+    if rc != 0:
+        raise RuntimeError(f"aggregator failed ({rc}); see {work / 'aggregator.log'}")
+    report = json.loads((work / "state" / "aggregator" / "report.json").read_text())
+    per_station = {}
+    for s in stations:
+        st = json.loads((work / "state" / s / "station.json").read_text())
+        hist = st.get("bytes_by_round", {})
+        rs = sorted(int(k) for k in hist)
+        deltas = [[hist[str(b)][i] - hist[str(a)][i] for i in (0, 1)] for a, b in zip(rs, rs[1:])]
+        per_station[s] = {"sent_total": st.get("bytes_sent"), "received_total": st.get("bytes_received"),
+                          "sent_per_epoch": float(np.median([d[0] for d in deltas])) if deltas else None,
+                          "received_per_epoch": float(np.median([d[1] for d in deltas])) if deltas else None}
+    rounds = [h["seconds"] for h in report["history"]]
+    return {"oa": report["oa"], "aa": report["aa"], "kappa": report["kappa"], "epoch_s": float(np.median(rounds)), "wall_s": time.perf_counter() - t,
+            "bytes": per_station, "epochs": len(rounds)}
