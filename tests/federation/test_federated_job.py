@@ -38,9 +38,25 @@ def write_job(tmp_path, broker, **fed):
     return p
 
 
+SPAWNED: list = []
+
+
+@pytest.fixture(autouse=True)
+def _reap_processes():
+    """A failing test must not leave stations running (they would wait for their aggregator)."""
+    yield
+    while SPAWNED:
+        p = SPAWNED.pop()
+        if p.poll() is None:
+            p.kill()
+            p.wait()
+
+
 def spawn(tmp_path, *args):
     log = open(tmp_path / f"{args[0]}-{os.path.basename(args[-1])}-{time.time_ns()}.log", "wb")
-    return subprocess.Popen([sys.executable, "-m", "feddiff.cli", *args], stdout=log, stderr=subprocess.STDOUT)
+    proc = subprocess.Popen([sys.executable, "-m", "feddiff.cli", *args], stdout=log, stderr=subprocess.STDOUT)
+    SPAWNED.append(proc)
+    return proc
 
 
 def status(tmp_path):

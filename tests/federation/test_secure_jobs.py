@@ -91,6 +91,9 @@ def test_eavesdropper_with_broker_credentials_reads_no_features(tmp_path):
         for p in procs:
             assert p.wait(300) == 0
     finally:
+        for p in procs:
+            if p.poll() is None:
+                p.kill()
         broker.stop()
     captured = []
     while (item := spy.get(0.1)) is not None:
