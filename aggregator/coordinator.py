@@ -57,28 +57,25 @@ class Coordinator:
         self.clients = dict(self.fed.clients)
         self.modalities = jobs.modalities_of(self.clients)
         self.he = self.fed.security == "he"
-        self.holder = self.fed.label_holder if self.he else None
-        self.parties = [*self.clients, self.holder] if self.he else list(self.clients)
+        self.holder = self.fed.label_holder if self.fed.label_holder != "aggregator" else None
+        self.parties = list(self.clients) + ([self.holder] if self.holder and self.holder not in self.clients else [])
         self.public_ctx = None
         self.ctx_arrays: dict = {}
-        if self.he and (self.holder in self.clients or self.holder == "aggregator" or any(s.region for s in self.clients.values())
+        if self.he and (self.holder is None or self.holder in self.clients or any(s.region for s in self.clients.values())
                         or any(len(cs) > 1 for cs in jobs.horizontal_groups(self.clients).values())):
             from feddiff.errors import ConfigError
 
             raise ConfigError(f"{cfg.source}: federation.security 'he' needs a third-party label_holder (not the aggregator or a station) and one station per modality without regions")
         torch.set_num_threads(cfg.train.threads)
-        # in HE mode the head lives with the label holder: the aggregator only adds ciphertexts
-        self.head = torch.nn.Module() if self.he else build_head(self.modalities, len(labels.class_names), cfg.model, cfg.train.seed)
-        params = [p for p in self.head.parameters() if p.requires_grad]
-        self.optimizer = torch.optim.Adam(params or [torch.nn.Parameter(torch.zeros(1))], lr=cfg.train.lr)
-        state, head_sd, opt_sd = store.load(self.fed.job)
+        state, self._stored_head, self._stored_opt = store.load(self.fed.job)
+        self.head: Optional[torch.nn.Module] = None
+        self.optimizer: Optional[torch.optim.Optimizer] = None
+        if labels.class_names or self.he:
+            self._build_head(len(labels.class_names))
         if state is not None:
-            self.head.load_state_dict(head_sd)
-            self.optimizer.load_state_dict(opt_sd)
             log.info("resuming job %s at round %d", state.job, state.round)
         self.state = state or JobState(job=self.fed.job)
         status.update(round=self.state.round)
-        self._snapshot()
         self.hellos: dict[str, dict] = {}
         self.scene_shape: tuple = ()
         self.stop_requested = False
@@ -120,7 +117,7 @@ class Coordinator:
                 self.hellos[sender] = meta
                 if sender == self.holder:
                     self._labels_from_holder(msg.arrays, meta)
-                else:
+                if sender in self.clients:
                     self.scene_shape = tuple(meta.get("shape", ()))
                 if kind != jobs.HELLO:
                     if meta.get("fresh"):
@@ -134,19 +131,35 @@ class Coordinator:
 
     # -- rounds ------------------------------------------------------------------------------------
     def _snapshot(self) -> None:
+        if self.head is None:
+            return
         self.committed = (copy.deepcopy(self.head.state_dict()), copy.deepcopy(self.optimizer.state_dict()))
 
     def _restore(self) -> None:
+        if self.head is None:
+            return
         self.head.load_state_dict(self.committed[0])
         self.optimizer.load_state_dict(self.committed[1])
+
+    def _build_head(self, num_classes: int) -> None:
+        """The head needs the class count, which a remote label holder tells us in its hello.
+        In HE mode the head lives with the label holder: the aggregator only adds ciphertexts."""
+        cfg = self.cfg
+        self.head = torch.nn.Module() if self.he else build_head(self.modalities, num_classes, cfg.model, cfg.train.seed)
+        params = [p for p in self.head.parameters() if p.requires_grad]
+        self.optimizer = torch.optim.Adam(params or [torch.nn.Parameter(torch.zeros(1))], lr=cfg.train.lr)
+        if self._stored_head is not None:
+            self.head.load_state_dict(self._stored_head)
+            self.optimizer.load_state_dict(self._stored_opt)
+        self._snapshot()
 
     def _labels_from_holder(self, arrays: dict, meta: dict) -> None:
         """HE mode: the label holder tells us which pixels are samples (never their labels) and
         gives the public CKKS context that stations encrypt with and we add under."""
-        from crypto.he import load_public
-        from feddiff.protocol.arrays import arrays_to_blobs
+        if self.he and self.public_ctx is None:
+            from crypto.he import load_public
+            from feddiff.protocol.arrays import arrays_to_blobs
 
-        if self.public_ctx is None:
             self.ctx_arrays = {k: v for k, v in arrays.items() if k.startswith("ctx_")}
             self.public_ctx = load_public(arrays_to_blobs(arrays, "ctx")[0])
             self.status.update(he_context_private=bool(self.public_ctx.is_private()))
@@ -157,6 +170,8 @@ class Coordinator:
             PixelSet(arrays["test_rows"].astype(np.int64), arrays["test_cols"].astype(np.int64), np.full(n_te, -1)),
             list(meta.get("classes", [])),
         )
+        if self.head is None:
+            self._build_head(len(self.labels.class_names))
 
     def await_clients(self, missing: Optional[set[str]] = None) -> None:
         missing = set(self.parties) if missing is None else missing
@@ -233,18 +248,35 @@ class Coordinator:
             wire, masks = self.forward_batch(rnd, step, self.labels.train.rows[idx], self.labels.train.cols[idx], dih, True)
             leaves = {m: w.clone().requires_grad_(True) for m, w in wire.items()}
             logits, singles = self.head(leaves)
-            loss, parts = feddiff_loss(logits, singles, y_all[idx], self.head.named_parameters(), t.mse_weight, t.l2)
             self.optimizer.zero_grad(set_to_none=True)
-            loss.backward()
+            if self.holder is None:
+                loss, parts = feddiff_loss(logits, singles, y_all[idx], self.head.named_parameters(), t.mse_weight, t.l2)
+                loss.backward()
+            else:
+                parts, acc = self.remote_ce_backward(rnd, step, idx, logits, singles)
             self.optimizer.step()
             for c, mask in masks.items():
                 grads = {f"grad_{m}": leaves[m].grad[torch.from_numpy(mask)].numpy() for m in self.clients[c].modalities if m in leaves}
                 self.send(c, jobs.BACKWARD, grads, round=rnd, step=step)
-            correct += int((logits.argmax(1) == y_all[idx]).sum())
+            correct += int((logits.argmax(1) == y_all[idx]).sum()) if self.holder is None else acc
             for k in sums:
-                sums[k] += parts[k] * idx.shape[0]
+                sums[k] += parts.get(k, 0.0) * idx.shape[0]
         n = len(self.labels.train)
         return {"round": rnd, "steps": len(plan), "train_acc": correct / n, **{k: v / n for k, v in sums.items()}}
+
+    def remote_ce_backward(self, rnd: int, step: int, idx: np.ndarray, logits: torch.Tensor, singles: dict) -> tuple[dict, int]:
+        """A station holds the labels: it returns d CE / d logits; the label-free terms (MSE tying
+        the single streams to the cross stream, L2) are computed here. Same gradient as local."""
+        t = self.cfg.train
+        self.send(self.holder, jobs.LOGITS, {"logits": logits.detach().numpy(), "idx": idx.astype(np.int64)}, round=rnd, step=step)
+        reply = self.collect(jobs.CE_GRAD, {self.holder}, rnd, step, self.fed.round_timeout_s)[self.holder]
+        mse = sum((torch.nn.functional.mse_loss(s, logits.detach()) for s in singles.values()), torch.zeros(()))
+        from feddiff.model.losses import l2_penalty
+
+        rest = t.mse_weight * mse + (t.l2 * l2_penalty(self.head.named_parameters()) if t.l2 > 0 else torch.zeros(()))
+        torch.autograd.backward([logits, rest], [torch.from_numpy(reply.arrays["grad_logits"]).float(), torch.ones(())])
+        ce = float(reply.meta["ce"])
+        return {"ce": ce, "mse": mse.item(), "total": ce + rest.item()}, int(reply.meta.get("correct", 0))
 
     def _fused(self, rnd: int, step: int, rows: np.ndarray, cols: np.ndarray, dih: Optional[np.ndarray], train: bool, extra: dict) -> tuple:
         """HE mode: stations' ciphertexts -> their homomorphic sum -> the label holder."""
@@ -365,7 +397,7 @@ class Coordinator:
             try:
                 self.start_round(self.cfg.train.epochs)
                 pred = self.predict(self.labels.test.rows, self.labels.test.cols, tag=self.cfg.train.epochs)
-                if self.he:  # only the label holder can score
+                if self.holder is not None:  # only the label holder can score
                     self.send(self.holder, jobs.SCORE, {"pred": pred}, round=self.cfg.train.epochs)
                     reply = self.collect(jobs.METRICS, {self.holder}, self.cfg.train.epochs, 0, self.fed.round_timeout_s)
                     return {k: reply[self.holder].meta[k] for k in ("oa", "aa", "kappa", "per_class", "confusion")}

@@ -53,7 +53,7 @@ def run(cfg: Config, state_dir: Path) -> int:
     t0 = time.perf_counter()
     state_dir.mkdir(parents=True, exist_ok=True)
     store = StateStore(state_dir)
-    labels = placeholder_labels() if cfg.federation.security == "he" else load_labels(cfg)
+    labels = placeholder_labels() if cfg.federation.label_holder != "aggregator" else load_labels(cfg)
     status = StatusBoard(status_path(state_dir), cfg.federation.job, list(cfg.federation.clients))
     status.update(pid=os.getpid(), phase="connecting")
     existing, _, _ = store.load(cfg.federation.job)

@@ -43,6 +43,7 @@ class EdgeAgent:
         scene = load_scene(cfg, modalities=list(spec.modalities), with_labels=cfg.federation.label_holder == name)
         self.station = Station(cfg, name, scene, state_dir)
         self.stop_event = threading.Event()
+        self.is_label_holder = cfg.federation.label_holder == name
         self.channel = None
         self.attempt = -1
 
@@ -74,9 +75,18 @@ class EdgeAgent:
         lost its pending graph, so the aggregator reruns the round. Later hellos only say
         "still here, idle" so that a restarted aggregator finds its stations."""
         s = self.station
+        arrays = {}
+        if self.is_label_holder:
+            from feddiff.data.patches import labelled_pixels
+
+            r, c, _ = labelled_pixels(s.scene.train_labels)
+            tr, tc, _ = labelled_pixels(s.scene.test_labels)
+            arrays = {"train_rows": r.astype(np.int32), "train_cols": c.astype(np.int32), "test_rows": tr.astype(np.int32), "test_cols": tc.astype(np.int32)}
         self.send(
             jobs.HELLO,
+            arrays,
             meta={
+                "classes": s.scene.class_names,
                 "client": self.name,
                 "modalities": s.modalities,
                 "bands": {m: int(s.scene.modalities[m].shape[2]) for m in s.modalities},
@@ -98,8 +108,11 @@ class EdgeAgent:
                     last_heard = time.monotonic()
                 continue
             last_heard = time.monotonic()
-            if self.handle(msg):
-                break
+            try:
+                if self.handle(msg):
+                    break
+            except Exception:  # a bad request must not take the station down; the round will rerun
+                log.exception("station %s: failed to handle %s (round %d step %d)", self.name, msg.header.content_type, msg.header.round, msg.header.step)
         self.channel.transport.close()
         return 0
 
@@ -127,6 +140,15 @@ class EdgeAgent:
         elif kind == jobs.GET_WEIGHTS:
             n = int(meta.get("samples", {}).get(self.name, 0))
             self.send(jobs.WEIGHTS, self.station.weights(), round=rnd, meta={"attempt": self.attempt, "samples": n})
+        elif kind == jobs.LOGITS and self.is_label_holder:
+            self.on_logits(rnd, step, arrays)
+        elif kind == jobs.SCORE and self.is_label_holder:
+            from feddiff.metrics import classification_metrics
+            from feddiff.data.patches import labelled_pixels
+
+            y = labelled_pixels(self.station.scene.test_labels)[2]
+            m = classification_metrics(y, arrays["pred"], self.station.scene.num_classes)
+            self.send(jobs.METRICS, round=rnd, meta={"attempt": self.attempt, **m})
         elif kind == jobs.COMMIT:
             self.station.commit(rnd, arrays, self.channel.seq)
             hist = self.station.meta.get("bytes_by_round", {})
@@ -135,6 +157,21 @@ class EdgeAgent:
             self.send(jobs.COMMITTED, round=rnd, meta={"attempt": self.attempt})
             log.info("station %s committed round %d", self.name, rnd)
         return False
+
+    def on_logits(self, rnd: int, step: int, arrays: dict) -> None:
+        """Label holder: cross-entropy and its gradient w.r.t. the logits; labels never leave."""
+        import torch
+        import torch.nn.functional as F
+
+        from feddiff.data.patches import labelled_pixels
+
+        y_all = labelled_pixels(self.station.scene.train_labels)[2]
+        logits = torch.from_numpy(arrays["logits"]).float().requires_grad_(True)
+        y = torch.from_numpy(y_all[arrays["idx"]]).long()
+        ce = F.cross_entropy(logits, y)
+        ce.backward()
+        correct = int((logits.argmax(1) == y).sum())
+        self.send(jobs.CE_GRAD, {"grad_logits": logits.grad.numpy()}, round=rnd, step=step, meta={"attempt": self.attempt, "ce": ce.item(), "correct": correct})
 
     def on_job(self, meta: dict, arrays: dict) -> None:
         rnd, attempt = int(meta["round"]), int(meta["attempt"])

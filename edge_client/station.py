@@ -202,6 +202,9 @@ class Station:
             total = total + l2 * l2_penalty((n, p) for b in self.branches.values() for n, p in b.named_parameters())
         total.backward()
         self.optimizer.step()
+        # the weights now hold steps of an uncommitted round: a rerun of this round (after a
+        # timeout or a restarted peer) must reload the committed state, not skip the rollback
+        self.loaded_round = None
         return True
 
     def weights(self) -> dict[str, np.ndarray]:

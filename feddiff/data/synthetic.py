@@ -1,12 +1,23 @@
 """A seeded synthetic HSI + LiDAR scene: the embedded default for the demo and fast tests.
 
-Built so each modality alone confuses some classes and the two together do not:
-grass and trees share a spectrum but not a height; road, soil and grass are all flat; road and
-the grey roof share a spectrum but not a height. Fields are Voronoi cells with per-object
-brightness and height variability plus per-pixel sensor noise; cell borders stay unlabelled.
+It exists to make the point of multi-modal fusion testable in seconds, so it is built so that
+EACH modality alone confuses some classes and the two together do not:
+
+* low grass and tall trees share a spectrum (vegetation) but not a height;
+* asphalt road and grey roof share a spectrum (asphalt) but not a height;
+* low grass, asphalt road and bare soil are all flat; red and grey roofs are equally high;
+  so those differ only in their spectra.
+
+Objects (rectangles, ellipses, thin road strips) sit on an unlabelled background of mixed soil
+and vegetation over gentle terrain, like the unlabelled bulk of a real benchmark scene. Each
+object has its own brightness, spectral tilt and height offset; every pixel gets sensor noise;
+the one-pixel rim of an object is a mixed pixel and stays unlabelled. Objects are laid out one
+per tile with the classes dealt round-robin, so every class appears in every scene size.
 """
 
 from __future__ import annotations
+
+from dataclasses import dataclass
 
 import numpy as np
 
@@ -14,70 +25,156 @@ from feddiff.config import SyntheticSpec
 from feddiff.data.scene import Scene
 from feddiff.data.splits import per_class_split
 
-CLASS_NAMES = ["grass", "trees", "asphalt road", "bare soil", "red roof", "grey roof"]
-# class -> (spectrum name, mean height m, height roughness m, lidar intensity)
+
+@dataclass(frozen=True)
+class _Class:
+    name: str
+    spectrum: str
+    height: float  # mean height above ground, m
+    height_sd: float  # object-to-object spread of the height, m
+    roughness: float  # pixel-to-pixel spread of the height, m
+    shape: str  # "blob" (rectangle or ellipse), "rect" or "strip"
+
+
 CLASSES = [
-    ("vegetation", 0.2, 0.1, 0.30),
-    ("vegetation", 12.0, 2.0, 0.25),
-    ("asphalt", 0.0, 0.05, 0.30),
-    ("soil", 0.1, 0.15, 0.32),
-    ("red_roof", 8.0, 0.2, 0.30),
-    ("asphalt", 8.0, 0.2, 0.28),
+    _Class("low grass", "vegetation", 0.3, 0.05, 0.08, "blob"),
+    _Class("tall trees", "vegetation", 12.0, 1.5, 1.2, "blob"),
+    _Class("asphalt road", "asphalt", 0.0, 0.03, 0.05, "strip"),
+    _Class("bare soil", "soil", 0.2, 0.05, 0.1, "blob"),
+    _Class("red roof", "red_roof", 8.0, 0.8, 0.15, "rect"),
+    _Class("grey roof", "asphalt", 8.0, 0.8, 0.15, "rect"),
 ]
+CLASS_NAMES = [c.name for c in CLASSES]
+
+_HSI_NOISE = 0.012
+_INTENSITY_NOISE = 0.06
+_MIN_TILE = 5
 
 
 def _spectra(wl: np.ndarray) -> dict[str, np.ndarray]:
+    """Smooth reflectance curves with the features that tell these materials apart (red edge,
+    linear asphalt, rising soil, red-roof step)."""
+
     def bump(c: float, w: float) -> np.ndarray:
         return np.exp(-0.5 * ((wl - c) / w) ** 2)
 
-    edge = 1 / (1 + np.exp(-(wl - 715) / 12))
+    ramp = (wl - wl.min()) / max(float(wl.max() - wl.min()), 1e-9)
+    red_edge = 1 / (1 + np.exp(-(wl - 715) / 12))
     return {
-        "vegetation": 0.04 + 0.06 * bump(550, 30) + 0.45 * edge,
-        "asphalt": 0.07 + 0.05 * (wl - wl.min()) / (wl.max() - wl.min()),
-        "soil": 0.10 + 0.25 * (wl - wl.min()) / (wl.max() - wl.min()) + 0.03 * bump(900, 60),
+        "vegetation": 0.04 + 0.06 * bump(550, 30) + 0.45 * red_edge,
+        "asphalt": 0.07 + 0.05 * ramp,
+        "soil": 0.10 + 0.25 * ramp + 0.03 * bump(900, 60),
         "red_roof": 0.08 + 0.30 / (1 + np.exp(-(wl - 600) / 15)) - 0.08 * bump(900, 80),
     }
 
 
+def _tile_size(rows: int, cols: int, n_classes: int) -> int:
+    """About 16 px per object in the default scene, smaller for tiny scenes so that every class
+    still gets at least one object."""
+    target = int(np.clip(np.sqrt(rows * cols / max(12, rows * cols // 256)), 8, 24))
+    t = target
+    while t > _MIN_TILE and (rows // t) * (cols // t) < n_classes:
+        t -= 1
+    return t
+
+
+def _smooth_field(rng: np.random.Generator, rows: int, cols: int, cell: int) -> np.ndarray:
+    """Low-frequency noise in [0, 1]: a coarse random grid bilinearly upsampled (O(rows x cols))."""
+    from scipy.ndimage import zoom
+
+    gr, gc = rows // cell + 2, cols // cell + 2
+    coarse = rng.random((gr, gc))
+    fine = zoom(coarse, (rows / (gr - 1), cols / (gc - 1)), order=1, mode="nearest")
+    return fine[:rows, :cols]
+
+
+def _object_mask(rng: np.random.Generator, t: int, shape: str) -> np.ndarray:
+    """A (t, t) boolean footprint of one object inside its tile, with a margin to the tile edge
+    so neighbouring objects never touch."""
+    yy, xx = np.mgrid[0:t, 0:t] + 0.5
+    lo, hi = 0.34 * t, 0.43 * t
+    if shape == "strip":
+        half_long, half_short = 0.45 * t, max(2.0, rng.uniform(0.2, 0.26) * t)
+        hy, hx = (half_long, half_short) if rng.random() < 0.5 else (half_short, half_long)
+    else:
+        hy, hx = rng.uniform(lo, hi), rng.uniform(lo, hi)
+    cy = t / 2 + rng.uniform(-1, 1) * max(0.0, t / 2 - hy - 1)
+    cx = t / 2 + rng.uniform(-1, 1) * max(0.0, t / 2 - hx - 1)
+    if shape == "blob" and rng.random() < 0.5:
+        return ((yy - cy) / hy) ** 2 + ((xx - cx) / hx) ** 2 <= 1.0
+    return (np.abs(yy - cy) <= hy) & (np.abs(xx - cx) <= hx)
+
+
+def _erode(mask: np.ndarray) -> np.ndarray:
+    """Pixels whose 4-neighbours all lie in the object: the pure (labellable) interior."""
+    m = np.pad(mask, 1)
+    return m[1:-1, 1:-1] & m[:-2, 1:-1] & m[2:, 1:-1] & m[1:-1, :-2] & m[1:-1, 2:]
+
+
+def _layout(rng: np.random.Generator, rows: int, cols: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(object id map with -1 for background, interior mask, class of each object)."""
+    k = len(CLASSES)
+    t = _tile_size(rows, cols, k)
+    n_r, n_c = rows // t, cols // t
+    n_obj = n_r * n_c
+    obj_class = np.resize(np.arange(k), n_obj)  # round-robin: classes as balanced as tiles allow
+    rng.shuffle(obj_class)
+    oid = np.full((rows, cols), -1, dtype=np.int64)
+    interior = np.zeros((rows, cols), dtype=bool)
+    off_r, off_c = (rows - n_r * t) // 2, (cols - n_c * t) // 2
+    for i in range(n_obj):
+        r0, c0 = off_r + (i // n_c) * t, off_c + (i % n_c) * t
+        m = _object_mask(rng, t, CLASSES[obj_class[i]].shape)
+        oid[r0 : r0 + t, c0 : c0 + t][m] = i
+        interior[r0 : r0 + t, c0 : c0 + t] |= _erode(m)
+    return oid, interior, obj_class
+
+
 def make_synthetic_scene(spec: SyntheticSpec) -> Scene:
+    """The seeded scene for ``spec``: modalities ``hsi`` (rows x cols x bands reflectance) and
+    ``lidar`` (height m, intensity), ``spec.train_per_class`` training pixels per class and every
+    other labelled pixel for testing."""
     rng = np.random.default_rng(spec.seed)
     h, w, bands = spec.rows, spec.cols, spec.bands
-    n_cells = max(12, (h * w) // 300)
-    seeds = np.stack([rng.uniform(0, h, n_cells), rng.uniform(0, w, n_cells)], axis=1)
-    cell_class = np.concatenate([np.arange(len(CLASSES)), rng.integers(0, len(CLASSES), n_cells - len(CLASSES))])
-    rng.shuffle(cell_class)
-    rr, cc = np.mgrid[0:h, 0:w]
-    d = (rr[..., None] - seeds[:, 0]) ** 2 + (cc[..., None] - seeds[:, 1]) ** 2
-    order = np.argsort(d, axis=2)
-    cell = order[..., 0]
-    border = np.sqrt(d[rr, cc, order[..., 1]]) - np.sqrt(d[rr, cc, cell]) < 1.5
-    cls = cell_class[cell]
-
-    wl = np.linspace(400, 1000, bands)
+    oid, interior, obj_class = _layout(rng, h, w)
+    n_obj = obj_class.shape[0]
+    inside = oid >= 0
+    wl = np.linspace(400.0, 1000.0, bands)
     spectra = _spectra(wl)
-    bright = rng.normal(1.0, 0.08, n_cells)
-    tilt = rng.normal(0.0, 0.03, n_cells)
-    hsi = np.empty((h, w, bands), dtype=np.float32)
-    height = np.empty((h, w), dtype=np.float32)
-    intensity = np.empty((h, w), dtype=np.float32)
-    h_off = rng.normal(0, 0.8, n_cells)
-    for k, (sname, hmean, rough, inten) in enumerate(CLASSES):
-        sel = cls == k
-        cells = cell[sel]
-        base = spectra[sname][None, :] * bright[cells][:, None] + tilt[cells][:, None] * (wl - 700)[None, :] / 600
-        hsi[sel] = base + rng.normal(0, 0.012, (cells.shape[0], bands))
-        off = h_off[cells] if hmean > 1 else 0.0
-        height[sel] = np.maximum(hmean + off + rng.normal(0, rough, cells.shape[0]), 0)
-        intensity[sel] = inten + rng.normal(0, 0.06, cells.shape[0])
-    lidar = np.stack([height, intensity], axis=-1).astype(np.float32)
 
-    labels = np.where(border, 0, cls + 1).astype(np.int64)
+    # Background: a spatially smooth soil/vegetation mixture over gentle terrain, unlabelled.
+    frac = _smooth_field(rng, h, w, 12)[..., None]
+    ground = 1.5 * _smooth_field(rng, h, w, 24)
+    bg_hsi = 0.9 * (frac * spectra["vegetation"] + (1 - frac) * spectra["soil"])
+    bg_height = ground + rng.normal(0, 0.2, (h, w))
+
+    # Objects: per-object brightness, tilt and height, drawn once per object.
+    spec_table = np.stack([spectra[c.spectrum] for c in CLASSES])  # K, B
+    bright = rng.normal(1.0, 0.08, n_obj)
+    tilt = rng.normal(0.0, 0.03, n_obj)
+    height_mean = np.array([c.height for c in CLASSES])[obj_class]
+    height_obj = np.maximum(height_mean + rng.normal(0, 1, n_obj) * np.array([c.height_sd for c in CLASSES])[obj_class], 0)
+    rough = np.array([c.roughness for c in CLASSES])[obj_class]
+
+    o = np.where(inside, oid, 0)
+    obj_hsi = spec_table[obj_class[o]] * bright[o][..., None] + tilt[o][..., None] * ((wl - 700) / 600)[None, None, :]
+    obj_height = ground + height_obj[o] + rng.normal(0, 1, (h, w)) * rough[o]
+
+    # Rim pixels are half object, half background: realistic mixing, never labelled.
+    alpha = np.where(interior, 1.0, np.where(inside, 0.5, 0.0))
+    hsi = alpha[..., None] * obj_hsi + (1 - alpha[..., None]) * bg_hsi
+    hsi += rng.normal(0, _HSI_NOISE, hsi.shape)
+    height = np.maximum(alpha * obj_height + (1 - alpha) * bg_height, 0)
+    intensity = 0.3 + rng.normal(0, 0.02, n_obj)[o] * inside + rng.normal(0, _INTENSITY_NOISE, (h, w))
+    lidar = np.stack([height, intensity], axis=-1)
+
+    labels = np.where(interior, obj_class[o] + 1, 0).astype(np.int64)
     train, test = per_class_split(labels, spec.seed, per_class=spec.train_per_class)
     return Scene(
         name=f"synthetic-{spec.seed}",
-        modalities={"hsi": hsi, "lidar": lidar},
+        modalities={"hsi": hsi.astype(np.float32), "lidar": lidar.astype(np.float32)},
         train_labels=train,
         test_labels=test,
         class_names=list(CLASS_NAMES),
-        meta={"wavelengths_nm": wl.tolist()},
+        meta={"wavelengths_nm": wl.tolist(), "synthetic": True},
     ).validate()

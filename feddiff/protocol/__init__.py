@@ -1,1 +1,18 @@
-"""protocol layer of the FedDiff core."""
+"""Protocol layer of the FedDiff core: what goes on the wire and how it is checked.
+
+  message    Header, Message, Filter, FilterChain, EnvelopeError (the fixed interface)
+  envelope   pack/unpack of b"FDF1" envelopes, canonical header bytes for signers
+  arrays     named numpy arrays <-> bytes (never pickle)
+  topics     the feddiff/<job>/... topic scheme
+  filters    CompressFilter, DedupFilter
+  chunking   ChunkFilter
+  channel    Channel: numbered messages through the chain over a transport
+  endpoint   opening a party's channel from the job config
+  jobs       what the messages of a job mean
+
+See docs/protocol.md.
+"""
+
+from feddiff.protocol.message import ENVELOPE_VERSION, EnvelopeError, Filter, FilterChain, Header, Message
+
+__all__ = ["ENVELOPE_VERSION", "EnvelopeError", "Filter", "FilterChain", "Header", "Message"]

@@ -40,6 +40,11 @@ DONE = "done"
 #   agg -> labels   FUSED  {round, step, attempt, train} + sum of the stations' ciphertexts, idx
 #   labels -> agg   HEAD_GRAD (train) grad_z | PREDICTIONS (eval) pred
 #   agg -> labels   SCORE + pred (the test set)  ->  labels -> agg  METRICS {oa, aa, kappa, ...}
+# A station as label holder (plaintext/signed modes): the aggregator keeps the head and the
+# label-free loss terms and asks the holder only for the cross-entropy gradient:
+#   agg -> holder  LOGITS {round, step, attempt} + logits, idx  ->  holder -> agg  CE_GRAD + grad_logits
+LOGITS = "logits"
+CE_GRAD = "ce_grad"
 FUSED = "fused"
 HEAD_GRAD = "head_grad"
 PREDICTIONS = "predictions"

@@ -1,1 +1,4 @@
-"""transport layer of the FedDiff core."""
+"""Transport layer of the FedDiff core: MQTT clients (``mqtt``) and brokers to run (``broker``).
+
+Nothing here knows about envelopes: a transport moves (topic, bytes) pairs, QoS 1.
+"""

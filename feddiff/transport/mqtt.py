@@ -1,8 +1,20 @@
-"""MQTT transport on paho-mqtt 2.x: one small interface over paho's callbacks.
+"""MQTT transport on paho-mqtt 2.x (``CallbackAPIVersion.VERSION2``), MQTT 3.1.1.
 
-Persistent sessions (clean_session=False) and QoS 1 mean a short broker outage loses nothing:
-the broker keeps what arrived for us, paho re-sends what we published, and we re-subscribe on
-every reconnect. Incoming messages land in a bounded queue (``get``) or go to a callback.
+Why these choices:
+  * Persistent session (clean_session=False) + QoS 1: during a short outage the broker keeps what
+    arrives for us, paho keeps (and later re-sends) what we publish, and we re-subscribe on every
+    reconnect anyway (a broker restarted without persistence has forgotten our subscriptions).
+  * ``publish`` waits for the PUBACK, across reconnects if need be: a caller that got no
+    exception knows the broker holds the message.
+  * Incoming messages go to a bounded queue (``get``) or a callback. When the queue is full the
+    network thread waits (paho withholds the PUBACK, so the broker stops sending beyond its
+    in-flight window) and only after ``full_timeout_s`` drops the message, loudly.
+  * Refusals are explicit: a refused CONNACK fails ``connect`` and a SUBACK failure code raises
+    ``SubscribeRefused``. (With MQTT 3.1.1 a publish denied by an ACL is still PUBACKed by
+    Mosquitto, so publish denials are invisible at this layer; the receiver's seal check is what
+    catches a party writing where it must not.)
+
+Use 3.1.1 rather than 5 because the embedded fallback broker (amqtt) speaks 3.1.1 only.
 """
 
 from __future__ import annotations
@@ -20,6 +32,51 @@ from feddiff.errors import FedDiffError
 
 log = logging.getLogger("feddiff.transport")
 
+MessageCallback = Callable[[str, bytes], None]
+
+
+class SubscribeRefused(FedDiffError):
+    """The broker answered a SUBSCRIBE with a failure code (typically an ACL denial)."""
+
+    def __init__(self, topic: str, code: str, where: str) -> None:
+        self.topic, self.code = topic, code
+        super().__init__(f"MQTT broker at {where} refused the subscription to {topic!r}: {code}")
+
+
+class PublishHandle:
+    """One QoS>0 publish in flight; ``wait`` blocks until the broker acknowledged it."""
+
+    def __init__(self, transport: "MqttTransport", info: mqtt.MQTTMessageInfo, topic: str, qos: int) -> None:
+        self._transport, self._info, self.topic, self.qos = transport, info, topic, qos
+
+    @property
+    def mid(self) -> int:
+        return self._info.mid
+
+    @property
+    def done(self) -> bool:
+        return self.qos == 0 or self._info.is_published()
+
+    def wait(self, timeout: Optional[float] = None) -> None:
+        """Until PUBACK; raises FedDiffError after ``timeout`` (default: the transport's
+        ``publish_timeout``) or if the transport is closed first. Disconnections in between
+        are waited out: paho re-sends the message after reconnecting."""
+        t = self._transport
+        if self.qos == 0:
+            return
+        if threading.current_thread() is getattr(t.client, "_thread", None):
+            raise RuntimeError("publish(wait=True) from the MQTT network thread would deadlock; use wait=False")
+        limit = t.publish_timeout if timeout is None else timeout
+        deadline = time.monotonic() + limit
+        while not self._info.is_published():
+            if t._closing:
+                raise FedDiffError(f"MQTT transport to {t.where} closed before {self.topic!r} was acknowledged")
+            left = deadline - time.monotonic()
+            if left <= 0:
+                state = "connected" if t.connected else "disconnected"
+                raise FedDiffError(f"publish to {self.topic!r} not acknowledged within {limit:g}s by the MQTT broker at {t.where} ({state})")
+            self._info.wait_for_publish(min(left, 0.5))
+
 
 class MqttTransport:
     def __init__(
@@ -35,13 +92,22 @@ class MqttTransport:
         tls_key: Optional[str] = None,
         keepalive: int = 30,
         will: Optional[tuple[str, bytes]] = None,
-        max_queue: int = 10000,
+        max_queue: int = 1000,
         max_inflight: int = 20,
         publish_timeout: float = 120.0,
+        clean_session: bool = False,
+        reconnect_min_s: float = 0.25,
+        reconnect_max_s: float = 8.0,
+        full_timeout_s: float = 10.0,
     ) -> None:
-        self.host, self.port, self.keepalive = host, port, keepalive
+        self.client_id, self.host, self.port, self.keepalive = client_id, host, port, keepalive
         self.publish_timeout = publish_timeout
-        self.client = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id=client_id, clean_session=False)
+        self.full_timeout_s = full_timeout_s
+        self.client = mqtt.Client(
+            mqtt.CallbackAPIVersion.VERSION2, client_id=client_id, clean_session=clean_session, protocol=mqtt.MQTTv311
+        )
+        self.client.suppress_exceptions = True  # an exception must never kill the network thread
+        self.client.on_log = _on_paho_log
         if username:
             self.client.username_pw_set(username, password)
         if tls_ca:
@@ -49,111 +115,237 @@ class MqttTransport:
         if will:
             self.client.will_set(will[0], will[1], qos=1, retain=True)
         self.client.max_inflight_messages_set(max_inflight)
-        self.client.max_queued_messages_set(0)
-        self.client.reconnect_delay_set(min_delay=1, max_delay=8)
+        self.client.max_queued_messages_set(0)  # publish() itself bounds what is outstanding
+        self.client.reconnect_delay_set(min_delay=reconnect_min_s, max_delay=reconnect_max_s)  # type: ignore[arg-type]
         self.client.on_connect = self._on_connect
         self.client.on_disconnect = self._on_disconnect
         self.client.on_message = self._on_message
         self.client.on_subscribe = self._on_subscribe
-        self.queue: queue.Queue = queue.Queue(maxsize=max_queue)
+        self.queue: queue.Queue[tuple[str, bytes]] = queue.Queue(maxsize=max_queue)
         self._subs: dict[str, int] = {}
+        self._lock = threading.Lock()
         self._connected = threading.Event()
-        self._suback: dict[int, list] = {}
         self._suback_cv = threading.Condition()
-        self._callback: Optional[Callable[[str, bytes], None]] = None
+        self._waiting: dict[int, Optional[list]] = {}  # mid -> reason codes, for subscribe() callers
+        self._resubscribing: dict[int, str] = {}  # mid -> topic, for re-subscriptions after reconnect
+        self._callback: Optional[MessageCallback] = None
         self._refused: Optional[str] = None
-        self.reconnects = 0
         self._closing = False
+        self._started = False
+        self.connects = 0
+        self.reconnects = 0
+        self.dropped = 0
+        self.refused_subscriptions: dict[str, str] = {}
+
+    @property
+    def where(self) -> str:
+        return f"{self.host}:{self.port}"
 
     # -- paho callbacks (network thread) -------------------------------------------------------
     def _on_connect(self, client, userdata, flags, reason_code, properties) -> None:
         if reason_code.is_failure:
             self._refused = str(reason_code)
-            log.warning("broker %s:%d refused connection: %s", self.host, self.port, reason_code)
+            log.error("MQTT broker at %s refused the connection of %s: %s", self.where, self.client_id, reason_code)
             return
-        if self._connected.is_set() is False and self.reconnects:
-            log.info("reconnected to %s:%d", self.host, self.port)
-        for topic, qos in self._subs.items():
-            client.subscribe(topic, qos)
+        self.connects += 1
+        if self.connects > 1:
+            self.reconnects += 1
+            log.info("reconnected to MQTT broker at %s (session present: %s)", self.where, flags.session_present)
+        with self._lock:
+            subs = list(self._subs.items())
+        with self._suback_cv:
+            for topic, qos in subs:
+                rc, mid = client.subscribe(topic, qos)
+                if rc == mqtt.MQTT_ERR_SUCCESS:
+                    self._resubscribing[mid] = topic
         self._connected.set()
 
     def _on_disconnect(self, client, userdata, flags, reason_code, properties) -> None:
-        if self._connected.is_set() and not self._closing:
-            self.reconnects += 1
-            log.warning("disconnected from %s:%d (%s); reconnecting", self.host, self.port, reason_code)
+        was = self._connected.is_set()
         self._connected.clear()
+        if was and not self._closing:
+            log.warning("lost MQTT broker at %s (%s); reconnecting", self.where, reason_code)
 
-    def _on_message(self, client, userdata, msg) -> None:
-        if self._callback is not None:
-            self._callback(msg.topic, msg.payload)
+    def _on_message(self, client, userdata, msg: mqtt.MQTTMessage) -> None:
+        topic, payload = msg.topic, bytes(msg.payload)
+        callback = self._callback
+        if callback is not None:
+            try:
+                callback(topic, payload)
+            except Exception:  # noqa: BLE001 - keep the network thread alive
+                log.exception("message callback failed on %s", topic)
             return
-        try:
-            self.queue.put(( msg.topic, bytes(msg.payload)), timeout=30)
-        except queue.Full:
-            log.error("incoming queue full; dropping a message on %s", msg.topic)
+        deadline = time.monotonic() + self.full_timeout_s
+        while not self._closing:
+            try:
+                self.queue.put((topic, payload), timeout=min(0.25, max(deadline - time.monotonic(), 0.001)))
+                return
+            except queue.Full:
+                if time.monotonic() >= deadline:
+                    break
+        if not self._closing:
+            self.dropped += 1
+            log.error("incoming queue full for %.0fs (%d messages); dropped a message on %s",
+                      self.full_timeout_s, self.queue.maxsize, topic, extra={"event": "queue_full", "topic": topic})
 
     def _on_subscribe(self, client, userdata, mid, reason_codes, properties) -> None:
         with self._suback_cv:
-            self._suback[mid] = list(reason_codes)
-            self._suback_cv.notify_all()
+            if mid in self._waiting:
+                self._waiting[mid] = list(reason_codes)
+                self._suback_cv.notify_all()
+                return
+            topic = self._resubscribing.pop(mid, None)
+        if topic is not None and any(_is_failure(c) for c in reason_codes):
+            self.refused_subscriptions[topic] = _code_text(reason_codes[0])
+            log.error("MQTT broker at %s refused the re-subscription to %s: %s", self.where, topic, reason_codes[0])
 
     # -- API ------------------------------------------------------------------------------------
     @property
     def connected(self) -> bool:
         return self._connected.is_set()
 
+    def wait_connected(self, timeout: float) -> bool:
+        return self._connected.wait(timeout)
+
     def connect(self, timeout: float = 30.0) -> None:
-        try:
-            self.client.connect(self.host, self.port, self.keepalive)
-        except (OSError, ssl.SSLError) as exc:
-            raise FedDiffError(f"cannot reach MQTT broker at {self.host}:{self.port}: {exc}") from None
-        self.client.loop_start()
+        """Connect within ``timeout`` seconds (retrying while the broker is not up yet), then keep
+        the connection up in the background. Raises a one-line FedDiffError naming host:port."""
         deadline = time.monotonic() + timeout
-        while not self._connected.wait(0.1):
+        self.client.connect_timeout = max(0.5, min(5.0, timeout))
+        delay = 0.1
+        while True:
+            try:
+                self.client.connect(self.host, self.port, self.keepalive)
+                break
+            except ssl.SSLError as exc:
+                raise FedDiffError(f"TLS handshake with MQTT broker at {self.where} failed: {exc}") from None
+            except (OSError, ValueError) as exc:
+                if time.monotonic() + delay >= deadline:
+                    raise FedDiffError(f"cannot reach MQTT broker at {self.where}: {exc}") from None
+                time.sleep(delay)
+                delay = min(delay * 2, 2.0)
+        self.client.loop_start()
+        self._started = True
+        while not self._connected.wait(0.05):
             if self._refused:
+                refused = self._refused
                 self.close()
-                raise FedDiffError(f"MQTT broker at {self.host}:{self.port} refused the connection: {self._refused}")
+                raise FedDiffError(f"MQTT broker at {self.where} refused the connection: {refused}")
             if time.monotonic() > deadline:
                 self.close()
-                raise FedDiffError(f"no answer from MQTT broker at {self.host}:{self.port} within {timeout:.0f}s")
+                raise FedDiffError(f"no CONNACK from MQTT broker at {self.where} within {timeout:g}s")
 
-    def subscribe(self, topic: str, qos: int = 1, timeout: float = 10.0) -> None:
-        """Subscribe and wait for the SUBACK; raises when the broker refuses (ACL)."""
-        self._subs[topic] = qos
-        rc, mid = self.client.subscribe(topic, qos)
-        if rc != mqtt.MQTT_ERR_SUCCESS:
-            return  # not connected: _on_connect subscribes
-        with self._suback_cv:
-            self._suback_cv.wait_for(lambda: mid in self._suback, timeout)
-            codes = self._suback.pop(mid, None)
-        if codes is None:
-            raise FedDiffError(f"no SUBACK from {self.host}:{self.port} for {topic}")
-        if any(getattr(c, "is_failure", False) or (isinstance(c, int) and c >= 0x80) for c in codes):
-            del self._subs[topic]
-            raise FedDiffError(f"broker refused subscription to {topic}")
+    def subscribe(self, topic: str, qos: int = 1, timeout: float = 10.0) -> int:
+        """Subscribe, wait for the SUBACK and return the granted QoS. Raises SubscribeRefused when
+        the broker refuses (ACL) and FedDiffError when it does not answer within ``timeout``.
+        Accepted subscriptions are renewed after every reconnect."""
+        deadline = time.monotonic() + timeout
+        with self._lock:
+            self._subs[topic] = qos
+        try:
+            while True:
+                if not self._connected.wait(max(deadline - time.monotonic(), 0.0)):
+                    raise FedDiffError(f"not connected to MQTT broker at {self.where}; cannot subscribe to {topic!r}")
+                with self._suback_cv:
+                    rc, mid = self.client.subscribe(topic, qos)
+                    if rc == mqtt.MQTT_ERR_SUCCESS:
+                        self._waiting[mid] = None
+                        break
+                if rc != mqtt.MQTT_ERR_NO_CONN:
+                    raise FedDiffError(f"cannot subscribe to {topic!r} at {self.where}: {mqtt.error_string(rc)}")
+                time.sleep(0.05)
+            with self._suback_cv:
+                self._suback_cv.wait_for(lambda: self._waiting.get(mid) is not None, max(deadline - time.monotonic(), 0.0))
+                codes = self._waiting.pop(mid, None)
+            if codes is None:
+                raise FedDiffError(f"no SUBACK for {topic!r} from MQTT broker at {self.where} within {timeout:g}s")
+            failed = [c for c in codes if _is_failure(c)]
+            if failed:
+                raise SubscribeRefused(topic, _code_text(failed[0]), self.where)
+            self.refused_subscriptions.pop(topic, None)
+            return int(getattr(codes[0], "value", codes[0]))
+        except BaseException:
+            with self._lock:
+                self._subs.pop(topic, None)
+            raise
 
-    def publish(self, topic: str, payload: bytes, qos: int = 1, retain: bool = False, wait: bool = True) -> None:
+    def unsubscribe(self, topic: str) -> None:
+        with self._lock:
+            self._subs.pop(topic, None)
+        self.client.unsubscribe(topic)
+
+    def publish(
+        self,
+        topic: str,
+        payload: bytes,
+        qos: int = 1,
+        retain: bool = False,
+        wait: bool = True,
+        timeout: Optional[float] = None,
+    ) -> PublishHandle:
+        """Queue ``payload`` and, with ``wait``, block until the broker acknowledged it (QoS>0).
+
+        While disconnected the message waits in paho's queue and goes out after reconnecting; it
+        is never silently dropped. Raises FedDiffError on timeout or when the transport is closed."""
+        if self._closing:
+            raise FedDiffError(f"MQTT transport to {self.where} is closed")
         info = self.client.publish(topic, payload, qos=qos, retain=retain)
-        if not wait or qos == 0:
-            return
-        deadline = time.monotonic() + self.publish_timeout
-        while not info.is_published():
-            if time.monotonic() > deadline:
-                raise FedDiffError(f"publish to {topic} not acknowledged within {self.publish_timeout:.0f}s (broker {self.host}:{self.port})")
-            time.sleep(0.005 if self.connected else 0.1)
+        if info.rc == mqtt.MQTT_ERR_NO_CONN and qos > 0:
+            info.rc = mqtt.MQTT_ERR_SUCCESS  # queued in paho; it is re-sent once we are reconnected
+        elif info.rc not in (mqtt.MQTT_ERR_SUCCESS, mqtt.MQTT_ERR_NO_CONN):
+            raise FedDiffError(f"cannot publish to {topic!r} at {self.where}: {mqtt.error_string(info.rc)}")
+        handle = PublishHandle(self, info, topic, qos)
+        if wait:
+            handle.wait(timeout)
+        return handle
 
     def get(self, timeout: float) -> Optional[tuple[str, bytes]]:
+        """The next (topic, payload) received, or None after ``timeout`` seconds."""
         try:
-            return self.queue.get(timeout=timeout)
+            return self.queue.get(timeout=max(timeout, 0.0))
         except queue.Empty:
             return None
 
-    def set_on_message(self, callback: Optional[Callable[[str, bytes], None]]) -> None:
+    def set_on_message(self, callback: Optional[MessageCallback]) -> None:
+        """Deliver messages to ``callback(topic, payload)`` on the network thread instead of the
+        queue (None switches back). The callback must be quick and must not publish with wait."""
         self._callback = callback
 
     def close(self) -> None:
+        """Disconnect cleanly (no last will) and stop the network thread; idempotent."""
+        if self._closing:
+            return
         self._closing = True
         try:
             self.client.disconnect()
-        finally:
+        except Exception:  # noqa: BLE001 - closing must not fail
+            pass
+        if self._started:
             self.client.loop_stop()
+        self._connected.clear()
+
+    def __enter__(self) -> "MqttTransport":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+
+_paho_log = logging.getLogger("feddiff.transport.paho")
+
+
+def _on_paho_log(client, userdata, level, buf: str) -> None:
+    """paho's own log, at DEBUG: it reports at ERROR routine states we already handle (e.g.
+    'Client is not connected' while reconnecting). Exceptions caught in our callbacks stay ERROR."""
+    _paho_log.log(logging.ERROR if buf.startswith("Caught exception") else logging.DEBUG, "%s", buf)
+
+
+def _code_text(code: object) -> str:
+    value = getattr(code, "value", code)
+    return f"{code} (0x{value:02x})" if isinstance(value, int) else str(code)
+
+
+def _is_failure(code: object) -> bool:
+    if hasattr(code, "is_failure"):
+        return bool(code.is_failure)
+    return isinstance(code, int) and code >= 0x80

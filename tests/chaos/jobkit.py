@@ -55,12 +55,16 @@ class Job:
         self.root.mkdir(parents=True, exist_ok=True)
         doc = deep_copy(job or JOB)
         doc["federation"].update(federation)
+        # a job name of its own: stations keep persistent MQTT sessions keyed by client id, and
+        # a finished job's DONE broadcast waits in them for the next process of that name
+        doc["federation"]["job"] = f"{doc['federation']['job']}-{self.root.name}-{os.getpid()}-{time.time_ns() % 10**6}"
         doc["federation"]["broker"] = {"port": port}
         doc["federation"]["state_dir"] = str(self.root / "state")
         self.doc = doc
         self.config = self.root / "job.yaml"
         self.config.write_text(yaml.safe_dump(doc))
         self.procs: list[subprocess.Popen] = []
+        self.killed: list[subprocess.Popen] = []
 
     # -- processes ----------------------------------------------------------------------------
     @property
@@ -79,6 +83,12 @@ class Job:
         self.procs.append(p)
         return p
 
+    def kill(self, p: subprocess.Popen) -> None:
+        """SIGKILL: no handler runs, nothing is flushed, exactly like a power cut."""
+        self.killed.append(p)
+        p.send_signal(signal.SIGKILL)
+        p.wait()
+
     def aggregator(self) -> subprocess.Popen:
         return self.spawn("aggregator", "--config", str(self.config))
 
@@ -90,12 +100,6 @@ class Job:
 
     def start(self) -> tuple[subprocess.Popen, dict[str, subprocess.Popen]]:
         return self.aggregator(), self.edges()
-
-    @staticmethod
-    def kill(p: subprocess.Popen) -> None:
-        """SIGKILL: no handler runs, nothing is flushed, exactly like a power cut."""
-        p.send_signal(signal.SIGKILL)
-        p.wait()
 
     def finish(self, procs, timeout: float = 240) -> None:
         """Every process exits 0 (the aggregator after the report, stations after DONE)."""
@@ -142,9 +146,9 @@ class Job:
             got = pred()
             if got:
                 return got
-            dead = [p.args[3:] for p in self.procs if p.poll() not in (None, 0)]
-            if dead:
-                raise AssertionError(f"while waiting for {what}: a process died: {dead}; logs in {self.root}")
+            gone = [(p.args[3:], p.returncode) for p in self.procs if p not in self.killed and p.poll() is not None]
+            if gone:
+                raise AssertionError(f"while waiting for {what}: a process exited: {gone}; logs in {self.root}")
             time.sleep(poll)
         raise AssertionError(f"{what} did not happen within {timeout:.0f}s; status: {self.status()}; logs in {self.root}")
 

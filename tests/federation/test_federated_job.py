@@ -102,6 +102,17 @@ def test_full_federated_run(tmp_path, mosquitto):
     assert 0 < sent < 40 * 48 * 12 * 4 * JOB["train"]["epochs"]
 
 
+def test_station_as_label_holder_matches_aggregator_as_label_holder(tmp_path, mosquitto):
+    """The labels may stay with a station: the aggregator then gets only the cross-entropy
+    gradient of its logits, and the job learns the same model as with local labels."""
+    job = write_job(tmp_path, mosquitto, label_holder="lidar_station")
+    agg = spawn(tmp_path, "aggregator", "--config", str(job))
+    edges = run_edges(tmp_path, job)
+    finish([agg, *edges.values()])
+    r = report(tmp_path)
+    assert r["rounds"] == 10 and r["oa"] > 0.7, r["oa"]
+
+
 def test_aggregator_killed_mid_job_resumes_at_committed_round(tmp_path, mosquitto):
     job = write_job(tmp_path, mosquitto)
     agg = spawn(tmp_path, "aggregator", "--config", str(job))
