@@ -33,20 +33,12 @@ def state_dir_of(cfg: Config, override: str | None) -> Path:
     return Path(override) if override else Path(cfg.resolve(cfg.federation.state_dir)) / "aggregator"
 
 
-def _seal_filters(cfg: Config, state_dir: Path) -> list:
-    if cfg.federation.security == "none":
-        return []
-    from crypto.chain import seal_filters
-
-    return seal_filters(cfg, "aggregator", state_dir)
-
-
-def _credentials(cfg: Config) -> dict:
-    if not cfg.federation.keys_dir:
+def _security(cfg: Config, state_dir: Path) -> dict:
+    if cfg.federation.security == "none" and not cfg.federation.keys_dir:
         return {}
-    from crypto.chain import credentials
+    from crypto.chain import party_security
 
-    return credentials(cfg, "aggregator")
+    return party_security(cfg, "aggregator", state_dir)
 
 
 def run(cfg: Config, state_dir: Path) -> int:
@@ -61,10 +53,9 @@ def run(cfg: Config, state_dir: Path) -> int:
         cfg,
         "aggregator",
         [topics.uplink(cfg.federation.job, "+")],
-        seal_filters=_seal_filters(cfg, state_dir),
         seq_start=fresh_seq(existing.seq if existing else 0),
         presence=False,
-        **_credentials(cfg),
+        **_security(cfg, state_dir),
     )
     coord = Coordinator(cfg, channel, labels, store, status)
     signal.signal(signal.SIGTERM, lambda *_: setattr(coord, "stop_requested", True))

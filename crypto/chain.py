@@ -29,3 +29,14 @@ def seal_filters(cfg: Config, party: str, state_dir: Path) -> list:
 def credentials(cfg: Config, party: str) -> dict:
     me = load_party(_keys_dir(cfg), party)
     return {"username": me.mqtt_username, "password": me.mqtt_password(), "tls": (str(me.ca_cert), str(me.tls_cert), str(me.tls_key))}
+
+
+def party_security(cfg: Config, party: str, state_dir: Path) -> dict:
+    """Keyword arguments for ``open_channel``: seal filters when the job is sealed, and the
+    party's broker credentials and TLS files when keys are provisioned."""
+    out: dict = {}
+    if cfg.federation.security != "none":
+        out["seal_filters"] = seal_filters(cfg, party, state_dir)
+    if cfg.federation.keys_dir:
+        out.update(credentials(cfg, party))
+    return out

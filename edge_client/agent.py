@@ -27,6 +27,14 @@ from feddiff.protocol.endpoint import fresh_seq, open_channel
 
 from edge_client.station import Station
 
+
+def party_security(cfg: Config, name: str, state_dir: Path) -> dict:
+    if cfg.federation.security == "none" and not cfg.federation.keys_dir:
+        return {}
+    from crypto.chain import party_security as secure
+
+    return secure(cfg, name, state_dir)
+
 log = logging.getLogger("feddiff.edge")
 IDLE_HELLO_S = 5.0
 
@@ -47,23 +55,14 @@ class EdgeAgent:
         self.channel = None
         self.attempt = -1
 
-    def _seal_filters(self) -> list:
-        sec = self.cfg.federation.security
-        if sec == "none":
-            return []
-        from crypto.chain import seal_filters
-
-        return seal_filters(self.cfg, self.name, self.station.state_dir)
-
     def connect(self) -> None:
         fed = self.cfg.federation
         self.channel = open_channel(
             self.cfg,
             self.name,
             [topics.downlink(self.job, self.name), topics.broadcast(self.job)],
-            seal_filters=self._seal_filters(),
             seq_start=fresh_seq(int(self.station.meta.get("seq", 0))),
-            **_credentials(self.cfg, self.name),
+            **party_security(self.cfg, self.name, self.station.state_dir),
         )
         log.info("station %s connected to %s:%d", self.name, fed.broker.host, fed.broker.port)
 
@@ -187,14 +186,6 @@ class EdgeAgent:
         self.station.begin_round(rnd)
         self.attempt = attempt
         self.send(jobs.READY, round=rnd, meta={"attempt": attempt})
-
-
-def _credentials(cfg: Config, name: str) -> dict:
-    if not cfg.federation.keys_dir:
-        return {}
-    from crypto.chain import credentials
-
-    return credentials(cfg, name)
 
 
 def main(args: argparse.Namespace) -> int:

@@ -31,6 +31,8 @@ from feddiff.protocol import jobs, topics
 from feddiff.protocol.arrays import arrays_to_blobs, blobs_to_arrays
 from feddiff.protocol.endpoint import fresh_seq, open_channel
 
+from edge_client.agent import party_security
+
 log = logging.getLogger("feddiff.labels")
 IDLE_HELLO_S = 5.0
 
@@ -84,7 +86,7 @@ class LabelHolder:
     def run(self) -> int:
         self.channel = open_channel(
             self.cfg, self.name, [topics.downlink(self.job, self.name), topics.broadcast(self.job)],
-            seal_filters=_seal(self.cfg, self.name, self.state_dir), seq_start=fresh_seq(0), **_credentials(self.cfg, self.name),
+            seq_start=fresh_seq(0), **party_security(self.cfg, self.name, self.state_dir),
         )
         self.hello(fresh=True)
         last = time.monotonic()
@@ -103,22 +105,6 @@ class LabelHolder:
 
     def handle(self, msg) -> bool:
         return _handle(self, msg)
-
-
-def _credentials(cfg: Config, name: str) -> dict:
-    if not cfg.federation.keys_dir:
-        return {}
-    from crypto.chain import credentials
-
-    return credentials(cfg, name)
-
-
-def _seal(cfg: Config, name: str, state_dir: Path) -> list:
-    if cfg.federation.security == "none":
-        return []
-    from crypto.chain import seal_filters
-
-    return seal_filters(cfg, name, state_dir)
 
 
 def _handle(self: LabelHolder, msg) -> bool:
