@@ -56,8 +56,16 @@ class StateStore:
 
 
 def write_json_atomic(path: Path, doc: dict) -> None:
+    """Temp file + rename, like the state: a full disk leaves the previous file and one line."""
     path = Path(path)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
-    with os.fdopen(fd, "w") as fh:
-        json.dump(doc, fh, indent=2, default=str)
-    os.replace(tmp, path)
+    text = json.dumps(doc, indent=2, default=str)
+    tmp = None
+    try:
+        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
+        with os.fdopen(fd, "w") as fh:
+            fh.write(text)
+        os.replace(tmp, path)
+    except OSError as exc:
+        if tmp is not None:
+            Path(tmp).unlink(missing_ok=True)
+        raise FedDiffError(f"{path}: cannot write ({exc.strerror or exc}); the previous file is unchanged") from None

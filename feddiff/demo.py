@@ -203,6 +203,10 @@ def _provision(out: Path, job: str, data: dict) -> Path:
 
 
 def _export_if_available(out: Path, cfg: Config) -> dict | None:
+    if cfg.federation.security == "he":
+        # the HE model's head (additive fusion) lives with the label holder; only the
+        # interaction model of plaintext/signed jobs is exported
+        return {"skipped": "HE-mode model is not exported (its head stays with the label holder)", "seconds": 0.0}
     try:
         from export.federated import export_from_job
     except ModuleNotFoundError:

@@ -2,11 +2,16 @@
 
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
+import yaml
 
-from feddiff.config import load_config
+from feddiff.config import config_from_dict, load_config
 from feddiff.errors import ConfigError
+
+CONFIGS = Path(__file__).resolve().parents[1] / "configs"
+SHARED = (Path(__file__).resolve().parents[1] / ".." / "shared" / "data").resolve()
 
 
 def write(tmp_path, text):
@@ -19,10 +24,17 @@ def write(tmp_path, text):
     "text, key, expected",
     [
         ("scene:\n  synthetc: {seed: 0}\n", "scene.synthetc", "unknown key"),
+        ("scene:\n  synthetic: {seed: 0, rowz: 10}\n", "scene.synthetic.rowz", "unknown key"),
+        ("scene:\n  synthetic: {seed: 0, rows: 8}\n", "scene.synthetic.rows", "expected a value >= 16"),
+        ("scene:\n  synthetic: {seed: 0}\n  split: {fraction: 1.5}\n", "scene.split.fraction", "expected a value <= 1.0"),
+        ("scene:\n  synthetic: {seed: 0}\n  split: {mode: random}\n", "scene.split.mode", "expected one of"),
+        ("scene:\n  synthetic: {seed: 0}\n  class_names: grass\n", "scene.class_names", "expected a list of a string"),
+        ("scene:\n  synthetic: {seed: 0}\ntrain:\n  augment: 3\n", "train.augment", "expected true/false"),
         ("scene:\n  synthetic: {seed: 0}\ntrain:\n  epochs: ten\n", "train.epochs", "expected an integer"),
         ("scene:\n  synthetic: {seed: 0}\ntrain:\n  lr: -1\n", "train.lr", "expected a value >= 0"),
         ("scene:\n  synthetic: {seed: 0}\nmodel:\n  fusion: magic\n", "model.fusion", "expected one of"),
         ("scene:\n  modalities:\n    hsi: {path: nope.npy}\n  train_labels: {path: a.npy}\n  test_labels: {path: b.npy}\n", "scene.modalities.hsi.path", "file not found"),
+        ("scene:\n  modalities:\n    hsi: {key: x}\n  labels: {path: a.npy}\n", "scene.modalities.hsi.path", "missing required key"),
         ("scene:\n  synthetic: {seed: 0}\nmodel:\n  feature_timesteps: [900]\n", "model.feature_timesteps[0]", "expected 0 <= t < 500"),
     ],
 )
@@ -34,10 +46,48 @@ def test_each_config_error_names_file_and_key(tmp_path, text, key, expected):
     assert "\n" not in msg and str(p.name) in msg and key in msg and expected in msg
 
 
-def test_malformed_yaml_gives_line_and_column(tmp_path):
+def test_malformed_yaml_gives_file_line_and_column(tmp_path):
     p = write(tmp_path, "scene: {synthetic: [\n")
-    with pytest.raises(ConfigError, match=r"malformed YAML at line \d+"):
+    with pytest.raises(ConfigError, match=r"malformed YAML at line \d+, column \d+") as err:
         load_config(p)
+    assert "\n" not in str(err.value) and p.name in str(err.value)
+
+
+def test_paths_resolve_relative_to_the_config_file(tmp_path):
+    (tmp_path / "d").mkdir()
+    for f in ("h.npy", "tr.npy", "te.npy"):
+        (tmp_path / "d" / f).write_bytes(b"")
+    p = write(tmp_path, "scene:\n  modalities:\n    hsi: {path: d/h.npy}\n  train_labels: {path: d/tr.npy}\n  test_labels: {path: d/te.npy}\n")
+    cfg = load_config(p)
+    assert cfg.resolve(cfg.scene.modalities["hsi"].path) == (tmp_path / "d" / "h.npy").resolve()
+
+
+def test_demo_config_loads():
+    cfg = load_config(CONFIGS / "demo.yaml")
+    assert cfg.scene.synthetic is not None and cfg.scene.synthetic.rows == 96 and cfg.scene.synthetic.bands == 32
+
+
+@pytest.mark.skipif(not (SHARED / "trento" / "hsi_sim.npz").exists(), reason=f"benchmark data not found at {SHARED}")
+def test_trento_sim_config_loads():
+    cfg = load_config(CONFIGS / "trento_sim.yaml")
+    assert cfg.resolve(cfg.scene.modalities["hsi"].path) == SHARED / "trento" / "hsi_sim.npz"
+
+
+@pytest.mark.parametrize("name, n_classes", [("trento", 6), ("muufl", 11), ("houston2013", 15), ("augsburg", 7)])
+def test_real_cube_configs(name, n_classes):
+    """Valid in structure; where the cubes are absent, loading says which file is missing."""
+    path = CONFIGS / f"{name}.yaml"
+    data = yaml.safe_load(path.read_text())
+    assert {"name", "scene"} <= set(data)
+    cfg = config_from_dict(data, str(path), check_files=False)
+    assert len(cfg.scene.class_names) == n_classes and set(cfg.scene.modalities) == {"hsi", "lidar"}
+    hsi = cfg.resolve(cfg.scene.modalities["hsi"].path)
+    assert hsi.parent == (CONFIGS / "data" / name).resolve()
+    if not hsi.exists():
+        with pytest.raises(ConfigError) as err:
+            load_config(path)
+        msg = str(err.value)
+        assert "\n" not in msg and "file not found" in msg and "scene.modalities.hsi.path" in msg and path.name in msg
 
 
 def test_missing_config_file(tmp_path):

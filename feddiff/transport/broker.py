@@ -68,10 +68,20 @@ class BrokerProcess:
     """A broker in a child process of its own session (a Ctrl-C of the test run does not reach
     it; ``stop`` and an atexit hook do)."""
 
-    def __init__(self, name: str, argv: list[str], port: int, workdir: Path, tls: bool = False, start_timeout: float = 20.0) -> None:
+    def __init__(
+        self,
+        name: str,
+        argv: list[str],
+        port: int,
+        workdir: Path,
+        tls: bool = False,
+        start_timeout: float = 20.0,
+        persistence_file: Optional[Path] = None,
+    ) -> None:
         self.name, self.argv, self.port, self.workdir = name, list(argv), port, Path(workdir)
         self.host = HOST
         self.tls = tls
+        self.persistence_file = persistence_file
         self.start_timeout = start_timeout
         self.proc: Optional[subprocess.Popen] = None
         self.log = self.workdir / f"{name}.log"
@@ -123,6 +133,28 @@ class BrokerProcess:
             except subprocess.TimeoutExpired:
                 self.proc.kill()
                 self.proc.wait()
+
+    def save(self, timeout: float = 5.0) -> None:
+        """Make Mosquitto write its persistence file now (SIGUSR1) and wait until it has.
+
+        Why: autosave runs on a timer, so a test that SIGKILLs the broker right after a client
+        subscribed would otherwise depend on luck for the session to survive."""
+        if self.persistence_file is None or not self.alive:
+            raise FedDiffError(f"{self.name} on port {self.port} is not running with persistence")
+
+        def stamp() -> int:
+            try:
+                return self.persistence_file.stat().st_mtime_ns
+            except OSError:
+                return -1
+
+        before = stamp()
+        self.proc.send_signal(signal.SIGUSR1)
+        deadline = time.monotonic() + timeout
+        while stamp() == before:
+            if time.monotonic() > deadline:
+                raise FedDiffError(f"{self.name} did not save {self.persistence_file} within {timeout:g}s")
+            time.sleep(0.02)
 
     def kill(self) -> None:
         """SIGKILL: a crash, nothing saved, every client connection dropped at once."""
@@ -178,7 +210,8 @@ def start_mosquitto(
 
     Anonymous clients are allowed unless ``conf_extra`` sets allow_anonymous itself. With
     ``persistence`` the broker saves sessions and queued QoS-1 messages to ``workdir`` every
-    second, so even a SIGKILLed broker comes back knowing its clients' subscriptions."""
+    second (``BrokerProcess.save()`` forces a save), so even a SIGKILLed broker comes back
+    knowing its clients' sessions and subscriptions."""
     binary = mosquitto_binary()
     if binary is None:
         raise FedDiffError("mosquitto is not installed (Debian: apt-get install mosquitto)")
@@ -198,7 +231,8 @@ def start_mosquitto(
             lines.append("user root")  # as root Mosquitto would drop to 'mosquitto' and lose the workdir
         conf = workdir / "mosquitto.conf"
         conf.write_text("\n".join(lines) + "\n" + conf_extra + "\n")
-        return BrokerProcess("mosquitto", [binary, "-c", str(conf)], p, workdir)
+        db = workdir / "mosquitto.db" if persistence else None
+        return BrokerProcess("mosquitto", [binary, "-c", str(conf)], p, workdir, persistence_file=db)
 
     return _with_free_port(port, launch)
 

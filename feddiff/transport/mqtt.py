@@ -154,6 +154,7 @@ class MqttTransport:
         with self._lock:
             subs = list(self._subs.items())
         with self._suback_cv:
+            self._resubscribing.clear()  # SUBACKs of an earlier connection will never come
             for topic, qos in subs:
                 rc, mid = client.subscribe(topic, qos)
                 if rc == mqtt.MQTT_ERR_SUCCESS:

@@ -64,7 +64,7 @@ class Job:
         self.config = self.root / "job.yaml"
         self.config.write_text(yaml.safe_dump(doc))
         self.procs: list[subprocess.Popen] = []
-        self.killed: list[subprocess.Popen] = []
+        self.ended: list[subprocess.Popen] = []
 
     # -- processes ----------------------------------------------------------------------------
     @property
@@ -85,9 +85,14 @@ class Job:
 
     def kill(self, p: subprocess.Popen) -> None:
         """SIGKILL: no handler runs, nothing is flushed, exactly like a power cut."""
-        self.killed.append(p)
+        self.ended.append(p)
         p.send_signal(signal.SIGKILL)
         p.wait()
+
+    def expect_exit(self, p: subprocess.Popen, timeout: float = 120) -> int:
+        """Wait for a process the test made fail; its exit is not an error of the job."""
+        self.ended.append(p)
+        return p.wait(timeout)
 
     def aggregator(self) -> subprocess.Popen:
         return self.spawn("aggregator", "--config", str(self.config))
@@ -146,7 +151,7 @@ class Job:
             got = pred()
             if got:
                 return got
-            gone = [(p.args[3:], p.returncode) for p in self.procs if p not in self.killed and p.poll() is not None]
+            gone = [(p.args[3:], p.returncode) for p in self.procs if p not in self.ended and p.poll() is not None]
             if gone:
                 raise AssertionError(f"while waiting for {what}: a process exited: {gone}; logs in {self.root}")
             time.sleep(poll)

@@ -82,7 +82,7 @@ def test_eavesdropper_with_broker_credentials_reads_no_features(tmp_path):
     cfg.write_text(yaml.safe_dump(job))
     op = keys / "parties" / "operator"
     spy = MqttTransport("spy", "127.0.0.1", broker.port, username="operator", password=(op / "mqtt_password").read_text().strip(),
-                        tls_ca=str(keys / "ca.crt"), tls_cert=str(op / "tls.crt"), tls_key=str(op / "tls.key"))
+                        tls_ca=str(keys / "ca.crt"), tls_cert=str(op / "tls.crt"), tls_key=str(op / "tls.key"), max_queue=100000)
     spy.connect(10)
     spy.subscribe("#")
     try:

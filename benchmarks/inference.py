@@ -1,0 +1,190 @@
+"""Inference benchmark on Trento: PyTorch eager vs ONNX Runtime (fp32, fp16-weights, int8).
+
+Why each variant runs in its own subprocess: peak RSS is a per-process high-water mark, so
+measuring the variants in one process would charge each one with its predecessors' memory.
+Every worker classifies the same pixels with the same batch and thread count, from the same
+normalised, padded rasters, so pixels/s compares the runtimes and nothing else.
+
+    python benchmarks/inference.py --checkpoint out/trento/model.pt
+    python benchmarks/inference.py                       # trains a small model first (minutes)
+    python benchmarks/inference.py --max-pixels 20000 --test-pixels 3000   # a quicker look
+
+Writes benchmarks/results/inference.json and prints a table.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import resource
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+CONFIG = ROOT / "configs" / "trento_sim.yaml"
+RESULTS = ROOT / "benchmarks" / "results" / "inference.json"
+SMALL = {"unet": {"base_channels": 16}, "head_channels": 32, "comm": {"rank": 16}}
+
+
+def pixel_sets(config: str, max_pixels: int, test_pixels: int, seed: int = 0):
+    """(timed rows, cols) in raster order -- the whole scene unless capped -- and the test
+    pixels (rows, cols, labels0) the OA is computed on."""
+    from feddiff.config import load_config
+    from feddiff.data.loader import load_scene
+    from feddiff.data.patches import labelled_pixels
+
+    scene = load_scene(load_config(config))
+    h, w = scene.shape
+    n = h * w if max_pixels <= 0 else min(max_pixels, h * w)
+    flat = np.arange(n)
+    r, c, y = labelled_pixels(scene.test_labels)
+    if 0 < test_pixels < r.shape[0]:
+        pick = np.sort(np.random.default_rng(seed).choice(r.shape[0], test_pixels, replace=False))
+        r, c, y = r[pick], c[pick], y[pick]
+    return scene, (flat // w, flat % w), (r, c, y)
+
+
+def worker(args: argparse.Namespace) -> None:
+    """One variant: classify the timed pixels and the test pixels; print one JSON line."""
+    from export.infer import ModelMeta, open_session, padded_sources, session_meta
+    from feddiff.data.patches import extract_patches
+    from feddiff.metrics import classification_metrics
+
+    scene, (tr, tc), (er, ec, ey) = pixel_sets(args.config, args.max_pixels, args.test_pixels)
+    if args.variant == "torch":
+        import torch
+
+        from feddiff.model.checkpoint import load_checkpoint
+
+        torch.set_num_threads(args.threads)
+        net, ck = load_checkpoint(Path(args.checkpoint))
+        meta = ModelMeta(list(net.modalities), dict(ck["bands"]), list(ck["class_names"]), int(ck["cfg"].model.patch_size), ck["stats"], [], "", "", "whole", "none")
+
+        def run(feeds: dict) -> np.ndarray:
+            with torch.no_grad():
+                return net({m: torch.from_numpy(x) for m, x in feeds.items()})[0].numpy()
+
+        provider = "torch-eager-cpu"
+    else:
+        sess, provider = open_session(Path(args.model), "cpu", threads=args.threads)
+        meta = session_meta(sess)
+
+        def run(feeds: dict) -> np.ndarray:
+            return sess.run(["logits"], feeds)[0]
+
+    padded = padded_sources(meta, scene.modalities)
+
+    def classify(rows: np.ndarray, cols: np.ndarray) -> np.ndarray:
+        out = np.empty(rows.shape[0], np.int64)
+        for i in range(0, rows.shape[0], args.batch):
+            rr, cc = rows[i : i + args.batch], cols[i : i + args.batch]
+            out[i : i + args.batch] = run({m: extract_patches(padded[m], rr, cc, meta.patch_size) for m in meta.modalities}).argmax(1)
+        return out
+
+    classify(tr[: args.batch], tc[: args.batch])  # warm-up (allocations, lazy init)
+    t0 = time.perf_counter()
+    classify(tr, tc)
+    seconds = time.perf_counter() - t0
+    m = classification_metrics(ey, classify(er, ec), len(meta.class_names))
+    rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # KiB -> MiB on Linux
+    print(json.dumps({"variant": args.variant, "provider": provider, "pixels": int(tr.shape[0]), "seconds": seconds, "pixels_per_s": tr.shape[0] / seconds, "peak_rss_mib": rss, "oa": m["oa"], "aa": m["aa"], "kappa": m["kappa"], "test_pixels": int(ey.shape[0])}))
+
+
+def train_small(config: str, out: Path) -> Path:
+    """A small Trento model (minutes on 2 cores): enough to compare runtimes and quantisation."""
+    import dataclasses
+
+    from feddiff.config import config_from_dict, load_config
+    from feddiff.data.loader import load_scene
+    from feddiff.model.checkpoint import save_checkpoint
+    from feddiff.model.train import train_centralised
+
+    cfg = load_config(config)
+    d = dataclasses.asdict(cfg)
+    d.pop("source", None)
+    d["model"]["unet"].update(SMALL["unet"])
+    d["model"]["head_channels"] = SMALL["head_channels"]
+    d["model"]["comm"].update(SMALL["comm"])
+    d["train"].update({"pretrain_steps": 150, "epochs": 8})
+    cfg = config_from_dict(d, config)
+    scene = load_scene(cfg)
+    res = train_centralised(cfg, scene, list(scene.modalities), progress=True)
+    path = out / "model.pt"
+    save_checkpoint(path, res.net, cfg, {m: s.stats for m, s in res.sources.items()}, scene.class_names, res.metrics)
+    return path
+
+
+def main() -> int:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--checkpoint", default=None, help="trained Trento checkpoint (default: train a small one)")
+    p.add_argument("--config", default=str(CONFIG))
+    p.add_argument("--work", default=str(ROOT / "benchmarks" / "results" / "inference_work"))
+    p.add_argument("--batch", type=int, default=512)
+    p.add_argument("--threads", type=int, default=2)
+    p.add_argument("--max-pixels", type=int, default=0, help="time only the first N pixels (0: the whole scene)")
+    p.add_argument("--test-pixels", type=int, default=0, help="OA on N random test pixels (0: all)")
+    p.add_argument("--variants", default="torch,fp32,fp16,int8")
+    p.add_argument("--worker", action="store_true", help=argparse.SUPPRESS)
+    p.add_argument("--variant", default=None, help=argparse.SUPPRESS)
+    p.add_argument("--model", default=None, help=argparse.SUPPRESS)
+    args = p.parse_args()
+    if args.worker:
+        worker(args)
+        return 0
+    if not Path(args.config).exists():
+        print(f"skip: {args.config} not found")
+        return 0
+    try:
+        from feddiff.config import load_config
+        from feddiff.data.loader import load_scene
+
+        load_scene(load_config(args.config))
+    except Exception as exc:  # noqa: BLE001 - missing shared data is a skip, not a failure
+        print(f"skip: Trento scene not loadable ({exc})")
+        return 0
+    work = Path(args.work)
+    work.mkdir(parents=True, exist_ok=True)
+    ck = Path(args.checkpoint) if args.checkpoint else train_small(args.config, work)
+
+    from export.onnx_export import export_checkpoint
+
+    variants = args.variants.split(",")
+    models: dict[str, Path] = {}
+    export_info: dict[str, dict] = {}
+    for v in variants:
+        if v == "torch":
+            continue
+        path = work / f"model.{v}.onnx"
+        res = export_checkpoint(ck, path, quantize="none" if v == "fp32" else v, config=args.config)
+        models[v] = path
+        q = res.quantized or res.parity
+        export_info[v] = {"size_bytes": path.stat().st_size, "vs_torch_max_abs_logit_diff": q.max_abs_diff, "vs_torch_argmax_agree": q.argmax_agree}
+    rows = []
+    for v in variants:
+        cmd = [sys.executable, __file__, "--worker", "--variant", v, "--config", args.config, "--checkpoint", str(ck), "--batch", str(args.batch), "--threads", str(args.threads), "--max-pixels", str(args.max_pixels), "--test-pixels", str(args.test_pixels)]
+        if v in models:
+            cmd += ["--model", str(models[v])]
+        r = subprocess.run(cmd, capture_output=True, text=True, cwd=ROOT)
+        if r.returncode != 0:
+            raise SystemExit(f"worker {v} failed:\n{r.stderr[-3000:]}")
+        row = json.loads(r.stdout.strip().splitlines()[-1])
+        row["size_bytes"] = export_info.get(v, {}).get("size_bytes", ck.stat().st_size)
+        row.update({k: val for k, val in export_info.get(v, {}).items() if k != "size_bytes"})
+        rows.append(row)
+    doc = {"config": args.config, "checkpoint": str(ck), "batch": args.batch, "threads": args.threads, "max_pixels": args.max_pixels, "test_pixels": args.test_pixels, "results": rows}
+    RESULTS.parent.mkdir(parents=True, exist_ok=True)
+    RESULTS.write_text(json.dumps(doc, indent=2))
+    print(f"{'variant':<8} {'runtime':<22} {'px/s':>9} {'pixels':>8} {'peak RSS MiB':>13} {'size MB':>8} {'OA %':>7}")
+    for r in rows:
+        print(f"{r['variant']:<8} {r['provider']:<22} {r['pixels_per_s']:>9.0f} {r['pixels']:>8} {r['peak_rss_mib']:>13.0f} {r['size_bytes'] / 1e6:>8.2f} {100 * r['oa']:>7.2f}")
+    print(f"wrote {RESULTS}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,37 @@
+"""``feddiff export`` and ``feddiff infer``: argument handling and the lines a user reads.
+
+``run_infer`` imports nothing from torch (nor from ``export.onnx_export``), so it works on a
+base station that installed only onnxruntime.
+"""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+
+def run_export(args: argparse.Namespace) -> int:
+    from export.onnx_export import PARITY_TOL, export_checkpoint
+
+    res = export_checkpoint(Path(args.checkpoint), Path(args.out), split=args.split, quantize=args.quantize, config=args.config)
+    for name, p in res.paths.items():
+        print(f"[export] {name}: {p} ({res.sizes.get(name, 0) / 1e6:.2f} MB)")
+    src = "held-out scene patches" if args.config else "random normal patches"
+    print(f"[export] parity vs PyTorch on {res.parity.n} {src}: max |dlogit| {res.parity.max_abs_diff:.2e} (<= {PARITY_TOL:g}), argmax identical")
+    if res.quantized is not None:
+        q = res.quantized
+        print(f"[export] {args.quantize} graph vs PyTorch: max |dlogit| {q.max_abs_diff:.2e}, argmax agreement {100 * q.argmax_agree:.2f}%")
+    return 0
+
+
+def run_infer(args: argparse.Namespace) -> int:
+    from export.infer import run_inference
+
+    res = run_inference(Path(args.model), args.config, Path(args.out), batch=args.batch, provider=args.provider)
+    print(f"[infer] provider: {res.provider} (from session.get_providers(); requested {args.provider})")
+    print(f"[infer] {res.pixels} pixels in {res.seconds:.2f}s ({res.pixels_per_s:,.0f} px/s)")
+    if res.metrics is not None:
+        m = res.metrics
+        print(f"[infer] test OA {100 * m['oa']:.2f}%  AA {100 * m['aa']:.2f}%  kappa {m['kappa']:.4f}")
+    print(f"[infer] wrote {res.class_map}, {res.png}, {res.class_map.parent / 'metrics.json'}")
+    return 0
