@@ -235,6 +235,7 @@ class Coordinator:
         self.head.train()
         plan = epoch_plan(len(self.labels.train), t.batch_size, epoch_rng(t.seed, rnd), t.augment)
         y_all = torch.from_numpy(self.labels.train.labels).long()
+        self.backward_sent = {}  # station -> BACKWARDs sent this attempt; checked at COMMIT
         sums = {"total": 0.0, "ce": 0.0, "mse": 0.0, "l2": 0.0}
         correct = 0
         for step, (idx, dih) in enumerate(plan):
@@ -258,6 +259,7 @@ class Coordinator:
             for c, mask in masks.items():
                 grads = {f"grad_{m}": leaves[m].grad[torch.from_numpy(mask)].numpy() for m in self.clients[c].modalities if m in leaves}
                 self.send(c, jobs.BACKWARD, grads, round=rnd, step=step)
+                self.backward_sent[c] = self.backward_sent.get(c, 0) + 1
             correct += int((logits.argmax(1) == y_all[idx]).sum()) if self.holder is None else acc
             for k in sums:
                 sums[k] += parts.get(k, 0.0) * idx.shape[0]
@@ -304,6 +306,7 @@ class Coordinator:
         reply = self.collect(jobs.HEAD_GRAD, {self.holder}, rnd, step, self.fed.round_timeout_s)[self.holder]
         for c in masks:
             self.send(c, jobs.BACKWARD, {"grad_z": reply.arrays["grad_z"]}, round=rnd, step=step)
+            self.backward_sent[c] = self.backward_sent.get(c, 0) + 1
         return reply.meta, int(reply.meta.get("correct", 0))
 
     def average_weights(self, rnd: int) -> dict[str, dict]:
@@ -328,9 +331,16 @@ class Coordinator:
         return out
 
     def commit_round(self, rnd: int, row: dict, averaged: dict[str, dict]) -> None:
+        sent = getattr(self, "backward_sent", {})
         for c in self.parties:
-            self.send(c, jobs.COMMIT, averaged.get(c, {}), round=rnd)
-        self.collect(jobs.COMMITTED, set(self.parties), rnd, 0, self.fed.round_timeout_s)
+            # BACKWARD is never answered, so a lost one would go unnoticed: each station checks
+            # it applied as many gradient steps as were sent, and refuses the commit if not
+            meta = {"backward_steps": sent.get(c, 0)} if c in self.clients else None
+            self.send(c, jobs.COMMIT, averaged.get(c, {}), round=rnd, meta=meta)
+        replies = self.collect(jobs.COMMITTED, set(self.parties), rnd, 0, self.fed.round_timeout_s)
+        refused = sorted(c for c, m in replies.items() if (m.meta or {}).get("refused"))
+        if refused:
+            raise RoundFailed("lost_backward", refused)
         self.state.round = rnd + 1
         self.state.history.append(row)
         self.state.ledger.append({"round": rnd, "attempt": self.state.attempt, "steps_applied": row["steps"]})

@@ -24,6 +24,15 @@ from feddiff.data.loader import load_scene
 from feddiff.model.comm import payload_bytes, raw_bytes
 
 
+def cached(path: Path, resume: bool, compute) -> dict:
+    """Long runs are saved as they finish, so a sweep can be extended without redoing them."""
+    if resume and path.exists():
+        return json.loads(path.read_text())
+    doc = compute()
+    path.write_text(json.dumps(doc, default=str))
+    return doc
+
+
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--config", default=str(ROOT / "configs" / "trento_sim.yaml"))
@@ -31,6 +40,7 @@ def main() -> int:
     ap.add_argument("--ranks", type=int, nargs="+", default=[4, 8, 16, 32, 64])
     ap.add_argument("--work", default="/tmp/feddiff-bench")
     ap.add_argument("--out", default=str(ROOT / "benchmarks" / "results" / "federated.json"))
+    ap.add_argument("--resume", action="store_true", help="reuse centralised/federated results saved in --work by an earlier run")
     args = ap.parse_args()
     cfg = load_config(args.config)
     cfg = dataclasses.replace(cfg, train=dataclasses.replace(cfg.train, seed=args.seed))
@@ -39,9 +49,9 @@ def main() -> int:
     pre = pretrain(cfg, scene, work / "cache")
     print(f"stage 1 (pretraining both denoisers): {pre.get('seconds', float('nan')):.0f}s", flush=True)
 
-    central = centralised_stage2(cfg, scene, pre)
+    central = cached(work / "central.json", args.resume, lambda: centralised_stage2(cfg, scene, pre))
     print(f"centralised: OA {100 * central['oa']:.2f}  epoch {central['epoch_s']:.2f}s", flush=True)
-    fed = federated_job(cfg, pre, work / "job")
+    fed = cached(work / "federated.json", args.resume, lambda: federated_job(cfg, pre, work / "job"))
     print(f"federated:   OA {100 * fed['oa']:.2f}  epoch {fed['epoch_s']:.2f}s  bytes {fed['bytes']}", flush=True)
 
     dim = 2 * cfg.model.head_channels * 4

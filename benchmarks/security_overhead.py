@@ -42,7 +42,7 @@ def main() -> int:
     ap.add_argument("--config", default=str(ROOT / "configs" / "trento_sim.yaml"))
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--modes", nargs="+", default=["none", "signed", "he"], choices=["none", "signed", "he"])
-    ap.add_argument("--work", default="/tmp/feddiff-bench")
+    ap.add_argument("--work", default="/tmp/feddiff-bench-sec")
     ap.add_argument("--out", default=str(ROOT / "benchmarks" / "results" / "security_overhead.json"))
     args = ap.parse_args()
     cfg = load_config(args.config)

@@ -149,6 +149,14 @@ class EdgeAgent:
             m = classification_metrics(y, arrays["pred"], self.station.scene.num_classes)
             self.send(jobs.METRICS, round=rnd, meta={"attempt": self.attempt, **m})
         elif kind == jobs.COMMIT:
+            expected = meta.get("backward_steps")
+            if expected is not None and int(expected) != self.station.applied_steps:
+                # a BACKWARD was lost in transit: committing would make a round with a step
+                # missing permanent, so refuse and let the aggregator rerun the round
+                why = f"{self.station.applied_steps} of {int(expected)} gradient steps arrived"
+                log.warning("station %s: not committing round %d: %s", self.name, rnd, why)
+                self.send(jobs.COMMITTED, round=rnd, meta={"attempt": self.attempt, "refused": why})
+                return False
             self.station.commit(rnd, arrays, self.channel.seq)
             hist = self.station.meta.get("bytes_by_round", {})
             hist[str(rnd)] = [self.channel.stats.bytes_sent, self.channel.stats.bytes_received]

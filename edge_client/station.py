@@ -55,6 +55,7 @@ class Station:
         self.optimizer: Optional[torch.optim.Optimizer] = None
         self.pending: dict[tuple, dict[str, torch.Tensor]] = {}
         self.loaded_round: Optional[int] = None
+        self.applied_steps = 0  # gradient steps applied in the current round attempt
         self.meta = self._read_meta()
 
     # -- persistence ------------------------------------------------------------------------
@@ -147,6 +148,7 @@ class Station:
 
     def begin_round(self, rnd: int) -> None:
         set_lr(self.optimizer, cosine_lr(self.cfg.train.lr, rnd, self.cfg.train.epochs))
+        self.applied_steps = 0
 
     def forward(self, key: tuple, rows: np.ndarray, cols: np.ndarray, dihedral: Optional[np.ndarray], train: bool) -> dict[str, np.ndarray]:
         """Packed codes for each of this station's modalities; in training the graph is kept
@@ -205,6 +207,7 @@ class Station:
         # the weights now hold steps of an uncommitted round: a rerun of this round (after a
         # timeout or a restarted peer) must reload the committed state, not skip the rollback
         self.loaded_round = None
+        self.applied_steps += 1
         return True
 
     def weights(self) -> dict[str, np.ndarray]:

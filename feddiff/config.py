@@ -314,7 +314,12 @@ def _check_semantics(cfg: Config, check_files: bool = True) -> None:
             raise ConfigError(f"{src}: scene: expected train_labels and test_labels, or labels with a split")
     if check_files:
         for name, source in _sources(cfg):
-            if not cfg.resolve(source.path).exists():
+            try:  # a NUL byte, an over-long name or an unknown ~user must not escape as a traceback
+                found = cfg.resolve(source.path).exists()
+            except (OSError, ValueError, RuntimeError) as exc:
+                why = exc.strerror if isinstance(exc, OSError) and exc.strerror else str(exc)
+                raise ConfigError(f"{src}: {name}.path: not a usable file path ({why}): {source.path[:80]!r}") from None
+            if not found:
                 raise ConfigError(f"{src}: {name}.path: file not found: {cfg.resolve(source.path)}")
     mult = cfg.model.unet.channel_mult
     if not mult or any(m < 1 for m in mult):
