@@ -15,7 +15,3 @@ class ConfigError(FedDiffError):
 
 class DataError(FedDiffError):
     """A raster, label map or sample table is unreadable or inconsistent."""
-
-
-class NotLandedError(FedDiffError):
-    """A subcommand whose feature is not built yet."""

@@ -20,6 +20,7 @@ from typing import Any, Optional
 
 import numpy as np
 
+from feddiff.protocol.envelope import reject_duplicate_keys
 from feddiff.protocol.message import EnvelopeError
 
 MAGIC = b"FDA1"
@@ -68,15 +69,6 @@ def _is_count(v: Any) -> bool:
     return isinstance(v, int) and not isinstance(v, bool) and v >= 0
 
 
-def _no_duplicate_keys(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
-    out: dict[str, Any] = {}
-    for k, v in pairs:
-        if k in out:
-            raise ValueError(f"duplicate key {k!r}")
-        out[k] = v
-    return out
-
-
 def _bad(detail: str) -> EnvelopeError:
     return EnvelopeError("bad_payload", detail)
 
@@ -101,7 +93,7 @@ def _decode(data: bytes, max_elements: int) -> tuple[dict[str, np.ndarray], dict
     (hlen,) = struct.unpack(">I", view[4:8])
     if 8 + hlen > len(view):
         raise _bad(f"index length {hlen} exceeds the payload")
-    doc = json.loads(bytes(view[8 : 8 + hlen]).decode("utf-8"), object_pairs_hook=_no_duplicate_keys)
+    doc = json.loads(bytes(view[8 : 8 + hlen]).decode("utf-8"), object_pairs_hook=reject_duplicate_keys)
     if not isinstance(doc, dict) or set(doc) != {"v", "arrays", "meta"}:
         raise _bad("index must be an object with v, arrays, meta")
     if doc["v"] != VERSION or isinstance(doc["v"], bool):

@@ -73,7 +73,7 @@ def pack(msg: Message) -> bytes:
     return b"".join((MAGIC, struct.pack(">I", len(head)), head, payload))
 
 
-def _no_duplicate_keys(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+def reject_duplicate_keys(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
     out: dict[str, Any] = {}
     for k, v in pairs:
         if k in out:
@@ -140,7 +140,7 @@ def unpack(topic: str, data: BytesLike, max_bytes: int) -> Message:
     try:
         doc = json.loads(
             bytes(view[PREFIX_LEN : PREFIX_LEN + hlen]).decode("utf-8"),
-            object_pairs_hook=_no_duplicate_keys,
+            object_pairs_hook=reject_duplicate_keys,
             parse_constant=_reject_constant,
         )
         _check_header(doc)
