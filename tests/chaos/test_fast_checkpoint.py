@@ -18,7 +18,6 @@ import resource
 import subprocess
 import sys
 import tempfile
-from pathlib import Path
 
 import pytest
 import yaml

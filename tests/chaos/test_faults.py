@@ -198,4 +198,6 @@ def test_lost_gradient_message_fails_the_round_instead_of_silently_skipping_a_st
     failed = failures_after(j, t_fault)
     assert [e["round"] for e in failed] == [FAULT_ROUND] and failed[0]["clients"] == ["lidar_station"], failed
     assert_same_model_as(reference[0], r)
-    figures.update(dropped=proxy.dropped[0], failure=failed[0]["msg"], rounds_retried=len(failed), oa=r["oa"], reference_oa=reference[0]["oa"])
+    committed = [e["ts"] for e in j.events("round_committed") if e["round"] == FAULT_ROUND]
+    figures.update(dropped=proxy.dropped[0], failure=failed[0]["msg"], rounds_retried=len(failed),
+                   round_committed_after_s=round(committed[0] - t_fault, 1), oa=r["oa"], reference_oa=reference[0]["oa"])
