@@ -122,6 +122,8 @@ class Coordinator:
                 if kind != jobs.HELLO:
                     if meta.get("fresh"):
                         raise RoundFailed("restarted", [sender])
+                    if kind == jobs.READY and sender in expected and sender not in got:
+                        self._send_job(sender, rnd)  # idle and not READY: our JOB was lost (broker restart)
                     continue
                 got[sender] = msg
                 continue
@@ -186,14 +188,17 @@ class Coordinator:
                 log.warning("still waiting for stations: %s", ", ".join(exc.clients))
                 self.status.update(last_error=f"waiting for {', '.join(exc.clients)}")
 
+    def _send_job(self, party: str, rnd: int) -> None:
+        arrays = {"train_rows": self.labels.train.rows.astype(np.int32), "train_cols": self.labels.train.cols.astype(np.int32), **self.ctx_arrays}
+        self.send(party, jobs.JOB, arrays if party in self.clients else {}, round=rnd, meta={"round": rnd})
+
     def start_round(self, rnd: int) -> None:
         """JOB tells every station which round to be at (rolling back if needed); READY follows
         after a station's one-off local pretraining, hence the generous timeout."""
         self.state.attempt += 1
         self.hellos.clear()
-        arrays = {"train_rows": self.labels.train.rows.astype(np.int32), "train_cols": self.labels.train.cols.astype(np.int32), **self.ctx_arrays}
         for c in self.parties:
-            self.send(c, jobs.JOB, arrays if c in self.clients else {}, round=rnd, meta={"round": rnd})
+            self._send_job(c, rnd)
         pretrain_budget = self.fed.round_timeout_s + 30 + 0.5 * self.cfg.train.pretrain_steps
         self.collect(jobs.READY, set(self.parties), rnd, 0, timeout=pretrain_budget)
 
