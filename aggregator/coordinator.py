@@ -290,7 +290,7 @@ class Coordinator:
         from crypto.he import add_ciphertexts
         from feddiff.protocol.arrays import arrays_to_blobs, blobs_to_arrays
 
-        _, masks = None, self._requests(rows, cols)
+        masks = self._requests(rows, cols)
         for c in masks:
             arrays = {"rows": rows.astype(np.int32), "cols": cols.astype(np.int32)}
             if dih is not None:

@@ -51,6 +51,18 @@ def failures_after(job, t: float) -> list[dict]:
     return [e for e in job.events("round_failed") if e["ts"] >= t]
 
 
+def recover_and_check(j, procs, t_fault: float, reference) -> tuple[float, dict]:
+    """After a fault: wait until the fault round commits, let the job finish, and check the
+    invariant every fault test shares (exact ledger, same model as the uninterrupted run)."""
+    j.wait_round(FAULT_ROUND + 1)
+    recovered = time.time() - t_fault
+    j.finish(procs)
+    r = j.report()
+    assert_ledger_exact(r, j)
+    assert_same_model_as(reference[0], r)
+    return recovered, r
+
+
 @pytest.mark.parametrize("outage_s", [2.0, 8.0], ids=["outage-2s", "outage-8s"])
 def test_broker_killed_mid_round_and_restarted_job_completes_with_exact_ledger(job, mosquitto, reference, figures, outage_s):
     """Mosquitto runs without persistence: a SIGKILL loses every queued QoS-1 message and every
@@ -66,13 +78,7 @@ def test_broker_killed_mid_round_and_restarted_job_completes_with_exact_ledger(j
     mosquitto.kill()
     time.sleep(outage_s)
     mosquitto.start()
-    j.wait_round(FAULT_ROUND + 1)
-    recovered = time.time() - t_fault
-    j.finish([agg, *edges.values()])
-
-    r = j.report()
-    assert_ledger_exact(r, j)
-    assert_same_model_as(reference[0], r)
+    recovered, r = recover_and_check(j, [agg, *edges.values()], t_fault, reference)
     failed = failures_after(j, t_fault)
     # nothing but lost messages: a request that timed out, or a BACKWARD lost (caught at commit)
     assert all(e["reason"] in ("timeout", "lost_backward") for e in failed), failed
@@ -165,12 +171,7 @@ def test_aggregator_disk_full_mid_job_stops_with_one_line_and_keeps_last_state(j
     assert committed_round_on_disk(state) == FAULT_ROUND
 
     agg2 = j.aggregator()  # room again: a fresh process without the limit
-    j.wait_round(FAULT_ROUND + 1)
-    recovered = time.time() - t_fault
-    j.finish([agg2, *edges.values()])
-    r = j.report()
-    assert_ledger_exact(r, j)
-    assert_same_model_as(reference[0], r)
+    recovered, r = recover_and_check(j, [agg2, *edges.values()], t_fault, reference)
     figures.update(error_line=errors[0].split("error: ", 1)[1], round_committed_after_restart_s=round(recovered, 1))
 
 
