@@ -35,10 +35,13 @@ def test_add_noise_statistics():
     assert denoising_loss(torch.zeros(3), torch.ones(3)) == 1.0 and denoising_loss(torch.zeros(3), 2 * torch.ones(3), "mse") == 4.0
 
 
-def test_spectral_block_is_the_complex_fft_filter():
-    m = SpectralMixing(4, 6, 8)
-    x = torch.randn(3, 4, 6, 8)
-    ref = torch.fft.irfft2(torch.einsum("oc,bchw->bohw", torch.complex(m.wr, m.wi), torch.fft.rfft2(x)), s=(6, 8))
+@pytest.mark.parametrize("h, w", [(6, 8), (8, 8), (4, 4), (7, 5), (1, 1)])
+def test_spectral_block_is_the_complex_fft_filter(h, w):
+    m = SpectralMixing(4, h, w)
+    with torch.no_grad():
+        m.wi.normal_()  # a strong imaginary part: the phase-shifting half must be exact too
+    x = torch.randn(3, 4, h, w)
+    ref = torch.fft.irfft2(torch.einsum("oc,bchw->bohw", torch.complex(m.wr, m.wi), torch.fft.rfft2(x)), s=(h, w))
     assert torch.allclose(m(x), ref, atol=1e-5)
 
 
