@@ -11,6 +11,7 @@ missing station says hello).
 from __future__ import annotations
 
 import copy
+import json
 import logging
 import time
 from dataclasses import dataclass
@@ -31,6 +32,11 @@ from aggregator.state import JobState, StateStore
 from aggregator.status import StatusBoard
 
 log = logging.getLogger("feddiff.aggregator")
+
+
+def json_key(value: object) -> Optional[str]:
+    """A hashable, order-preserving key for a JSON value (None stays None)."""
+    return None if value is None else json.dumps(value, separators=(",", ":"))
 
 
 class RoundFailed(Exception):
@@ -61,11 +67,13 @@ class Coordinator:
         self.parties = list(self.clients) + ([self.holder] if self.holder and self.holder not in self.clients else [])
         self.public_ctx = None
         self.ctx_arrays: dict = {}
-        if self.he and (self.holder is None or self.holder in self.clients or any(s.region for s in self.clients.values())
-                        or any(len(cs) > 1 for cs in jobs.horizontal_groups(self.clients).values())):
+        self.group_ctx: dict = {}  # HE: modality -> PUBLIC context of its horizontal group (sums only)
+        if self.he and (self.holder is None or self.holder in self.clients):
             from feddiff.errors import ConfigError
 
-            raise ConfigError(f"{cfg.source}: federation.security 'he' needs a third-party label_holder (not the aggregator or a station) and one station per modality without regions")
+            raise ConfigError(f"{cfg.source}: federation.security 'he' needs a third-party label_holder (not the aggregator or a station)")
+        if self.he:
+            self._load_group_contexts()
         torch.set_num_threads(cfg.train.threads)
         state, self._stored_head, self._stored_opt = store.load(self.fed.job)
         self.head: Optional[torch.nn.Module] = None
@@ -79,6 +87,17 @@ class Coordinator:
         self.hellos: dict[str, dict] = {}
         self.scene_shape: tuple = ()
         self.stop_requested = False
+
+    def _load_group_contexts(self) -> None:
+        """HE with horizontal groups: the public CKKS context of each group, enough to add the
+        members' encrypted weight shares and never to read them (``load_public`` refuses a secret)."""
+        from crypto.he_groups import aggregator_contexts
+
+        self.group_ctx = aggregator_contexts(self.cfg)
+        if self.group_ctx:
+            private = any(ctx.is_private() for ctx in self.group_ctx.values())
+            self.status.update(he_group_context_private=private)
+            log.info("HE group contexts for %s (secret key held here: %s)", ", ".join(sorted(self.group_ctx)), private)
 
     # -- messaging --------------------------------------------------------------------------------
     def send(self, client: str, kind: str, arrays: Optional[dict] = None, *, round: int = 0, step: int = 0, meta: Optional[dict] = None) -> None:
@@ -285,14 +304,28 @@ class Coordinator:
         ce = float(reply.meta["ce"])
         return {"ce": ce, "mse": mse.item(), "total": ce + rest.item()}, int(reply.meta.get("correct", 0))
 
+    def _ownership(self, rows: np.ndarray, cols: np.ndarray) -> dict[str, dict[str, np.ndarray]]:
+        """HE mode: per station, ``own_<m>`` masks of the batch rows it answers for, sent only where
+        it is not the whole batch (regions, or a second station of a modality). A station encrypts
+        zeros elsewhere, so the ciphertext sum holds exactly one contribution per modality and sample."""
+        out: dict[str, dict[str, np.ndarray]] = {}
+        for m in self.modalities:
+            owned = jobs.owners(self.clients, m, rows, cols)
+            for c in (c for c, s in self.clients.items() if m in s.modalities):
+                mask = owned.get(c, np.zeros(rows.shape[0], bool))
+                if not mask.all():
+                    out.setdefault(c, {})[f"own_{m}"] = mask.astype(np.uint8)
+        return out
+
     def _fused(self, rnd: int, step: int, rows: np.ndarray, cols: np.ndarray, dih: Optional[np.ndarray], train: bool, extra: dict) -> tuple:
         """HE mode: stations' ciphertexts -> their homomorphic sum -> the label holder."""
         from crypto.he import add_ciphertexts
         from feddiff.protocol.arrays import arrays_to_blobs, blobs_to_arrays
 
         masks = self._requests(rows, cols)
+        own = self._ownership(rows, cols)
         for c in masks:
-            arrays = {"rows": rows.astype(np.int32), "cols": cols.astype(np.int32)}
+            arrays = {"rows": rows.astype(np.int32), "cols": cols.astype(np.int32), **own.get(c, {})}
             if dih is not None:
                 arrays["dihedral"] = dih.astype(np.uint8)
             self.send(c, jobs.FORWARD, arrays, round=rnd, step=step, meta={"train": train})
@@ -322,9 +355,13 @@ class Coordinator:
             return {}
         members = sorted({c for cs in groups.values() for c in cs})
         samples = {c: int(self._requests(self.labels.train.rows, self.labels.train.cols).get(c, np.zeros(1, bool)).sum()) for c in members}
+        totals = {m: max(sum(samples[c] for c in cs), 1) for m, cs in groups.items()}
         for c in members:
-            self.send(c, jobs.GET_WEIGHTS, round=rnd, meta={"samples": samples})
+            mine = {m: t for m, t in totals.items() if c in groups[m]}
+            self.send(c, jobs.GET_WEIGHTS, round=rnd, meta={"samples": samples, "totals": mine})
         replies = self.collect(jobs.WEIGHTS, set(members), rnd, 0, self.fed.round_timeout_s)
+        if self.he:
+            return self._sum_encrypted(groups, replies)
         out: dict[str, dict] = {c: {} for c in members}
         for m, cs in groups.items():
             total = max(sum(samples[c] for c in cs), 1)
@@ -333,6 +370,23 @@ class Coordinator:
                 avg = sum(np.asarray(replies[c].arrays[k], dtype=np.float64) * (samples[c] / total) for c in cs)
                 for c in cs:
                     out[c][k] = avg.astype(np.asarray(replies[c].arrays[k]).dtype)
+        return out
+
+    def _sum_encrypted(self, groups: dict[str, list[str]], replies: dict) -> dict[str, dict]:
+        """HE mode: each member sent ``wct_<m>`` = Enc(w_i * n_i / N) under its group key; the sum
+        is the FedAvg, computed here with the group's public context and returned, still
+        encrypted, as ``wsum_<m>`` in every member's COMMIT. Nothing here can decrypt it."""
+        from crypto.he_groups import sum_shares
+        from feddiff.protocol.arrays import arrays_to_blobs, blobs_to_arrays
+
+        out: dict[str, dict] = {c: {} for cs in groups.values() for c in cs}
+        for m, cs in groups.items():
+            layouts = {json_key(replies[c].meta.get("he_layout", {}).get(m)) for c in cs}
+            if len(layouts) != 1 or None in layouts:
+                raise RoundFailed("weights_mismatch", cs)  # different branch shapes cannot be averaged
+            total = sum_shares(self.group_ctx[m], [arrays_to_blobs(replies[c].arrays, f"wct_{m}") for c in cs])
+            for c in cs:
+                out[c].update(blobs_to_arrays(f"wsum_{m}", total))
         return out
 
     def commit_round(self, rnd: int, row: dict, averaged: dict[str, dict]) -> None:

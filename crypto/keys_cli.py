@@ -1,4 +1,5 @@
-"""``feddiff keys init|issue|revoke``: the command-line face of crypto.provision.
+"""``feddiff keys init|issue|revoke|he-group``: the command-line face of crypto.provision
+(and of crypto.he_groups for the per-modality CKKS keys of horizontal HE jobs).
 
 Why ``run`` takes a parsed Namespace: the main ``feddiff`` CLI owns the parser tree and only
 dispatches here (lazily, so the core never imports ``crypto``). User mistakes raise
@@ -32,7 +33,17 @@ def add_parser(subparsers: "argparse._SubParsersAction") -> argparse.ArgumentPar
     pr = sub.add_parser("revoke", help="remove a party and regenerate the broker password file and ACL")
     pr.add_argument("--dir", required=True, type=Path)
     pr.add_argument("--id", required=True)
+    add_he_group_parser(sub)
     return p
+
+
+def add_he_group_parser(sub: "argparse._SubParsersAction") -> argparse.ArgumentParser:
+    """``keys he-group``: shared by this module's parser and the main CLI's inline one."""
+    ph = sub.add_parser("he-group", help="CKKS key for one horizontal group (HE mode): secret to the members, public to the aggregator")
+    ph.add_argument("--dir", required=True, type=Path)
+    ph.add_argument("--group", required=True, help="the modality the members share, e.g. hsi")
+    ph.add_argument("--members", required=True, help="comma-separated station ids, at least two")
+    return ph
 
 
 def run(args: argparse.Namespace) -> int:
@@ -55,7 +66,15 @@ def run(args: argparse.Namespace) -> int:
         provision.revoke(d, args.id)
         print(f"revoked {args.id}; reload the broker (SIGHUP) and redistribute directory.json")
         return 0
-    raise KeyMaterialError(f"unknown keys command {cmd!r}: expected init, issue or revoke")
+    if cmd == "he-group":
+        from crypto.he_groups import provision_group
+
+        d = Path(args.dir)
+        members = [m.strip() for m in str(args.members).split(",") if m.strip()]
+        agg = provision_group(d, args.group, members)
+        print(f"HE group {args.group}: secret context for {', '.join(members)}; public context for {agg}")
+        return 0
+    raise KeyMaterialError(f"unknown keys command {cmd!r}: expected init, issue, revoke or he-group")
 
 
 def main(argv: list[str] | None = None) -> int:

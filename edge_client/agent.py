@@ -132,13 +132,18 @@ class EdgeAgent:
         if kind == jobs.FORWARD:
             train = bool(meta.get("train"))
             dih = arrays.get("dihedral") if train else None
-            feats = self.station.forward(key, arrays["rows"], arrays["cols"], dih, train)
+            own = {m: arrays[f"own_{m}"] for m in self.station.modalities if f"own_{m}" in arrays}
+            feats = self.station.forward(key, arrays["rows"], arrays["cols"], dih, train, own or None)
             self.send(jobs.FEATURES, feats, round=rnd, step=step, meta={"attempt": self.attempt})
         elif kind == jobs.BACKWARD:
             self.station.backward(key, arrays)
         elif kind == jobs.GET_WEIGHTS:
             n = int(meta.get("samples", {}).get(self.name, 0))
-            self.send(jobs.WEIGHTS, self.station.weights(), round=rnd, meta={"attempt": self.attempt, "samples": n})
+            if self.station.he:  # only ciphertexts under the group key leave in HE mode
+                arrays, extra = self.station.encrypted_weights(n, {m: int(t) for m, t in meta.get("totals", {}).items()})
+                self.send(jobs.WEIGHTS, arrays, round=rnd, meta={"attempt": self.attempt, "samples": n, **extra})
+            else:
+                self.send(jobs.WEIGHTS, self.station.weights(), round=rnd, meta={"attempt": self.attempt, "samples": n})
         elif kind == jobs.LOGITS and self.is_label_holder:
             self.on_logits(rnd, step, arrays)
         elif kind == jobs.SCORE and self.is_label_holder:

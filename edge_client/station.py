@@ -51,12 +51,20 @@ class Station:
         self.he = cfg.federation.security == "he"
         self.he_proj = {m: _seeded_linear(b.wire_dim, cfg.model.he_dim, cfg.train.seed, m) for m, b in self.branches.items()} if self.he else {}
         self.public_ctx = None  # CKKS public context (HE mode), from the JOB message
+        self.group_ctx = self._group_contexts() if self.he else {}  # modality -> secret CKKS context of its horizontal group
         self.sources: dict[str, PatchSource] = {}
         self.optimizer: Optional[torch.optim.Optimizer] = None
         self.pending: dict[tuple, dict[str, torch.Tensor]] = {}
         self.loaded_round: Optional[int] = None
         self.applied_steps = 0  # gradient steps applied in the current round attempt
         self.meta = self._read_meta()
+
+    def _group_contexts(self) -> dict:
+        """HE mode: the secret keys of this station's horizontal groups, loaded at start so a
+        missing key fails the station at once (one line), not in the first averaging."""
+        from crypto.he_groups import member_contexts
+
+        return member_contexts(self.cfg, self.name)
 
     # -- persistence ------------------------------------------------------------------------
     def _meta_path(self) -> Path:
@@ -150,17 +158,23 @@ class Station:
         set_lr(self.optimizer, cosine_lr(self.cfg.train.lr, rnd, self.cfg.train.epochs))
         self.applied_steps = 0
 
-    def forward(self, key: tuple, rows: np.ndarray, cols: np.ndarray, dihedral: Optional[np.ndarray], train: bool) -> dict[str, np.ndarray]:
+    def forward(self, key: tuple, rows: np.ndarray, cols: np.ndarray, dihedral: Optional[np.ndarray], train: bool,
+                own: Optional[dict[str, np.ndarray]] = None) -> dict[str, np.ndarray]:
         """Packed codes for each of this station's modalities; in training the graph is kept
-        until the matching BACKWARD arrives."""
+        until the matching BACKWARD arrives. ``own`` (HE mode) maps a modality to the samples of
+        the batch this station answers for; its other rows contribute zeros to the encrypted sum."""
         out: dict[str, np.ndarray] = {}
         held: dict[str, torch.Tensor] = {}
         z = None
         for m, b in self.branches.items():
             b.train(train)
-            x = self.sources[m].patches(rows, cols)
+            sel = None if own is None or own.get(m) is None else np.flatnonzero(np.asarray(own[m]).astype(bool))
+            if sel is not None and sel.size == 0:
+                continue  # another station of this modality answers for the whole batch
+            x = self.sources[m].patches(rows if sel is None else rows[sel], cols if sel is None else cols[sel])
             if dihedral is not None:
-                x = apply_dihedral(x, torch.from_numpy(dihedral.astype(np.int64)))
+                d = dihedral if sel is None else dihedral[sel]
+                x = apply_dihedral(x, torch.from_numpy(d.astype(np.int64)))
             with torch.set_grad_enabled(train):
                 flat = b.flat_features(x)
                 codes = b.encoder.project(flat) if b.encoder is not None else flat
@@ -169,6 +183,8 @@ class Station:
                 with torch.set_grad_enabled(train):
                     deq = packed.codes.float() * packed.scale[:, None]
                     part = self.he_proj[m](codes + (deq - codes).detach())
+                    if sel is not None:  # scatter into the full batch: the sum stays aligned per sample
+                        part = torch.zeros(rows.shape[0], part.shape[1]).index_put((torch.from_numpy(sel),), part)
                 z = part if z is None else z + part
                 continue
             out[f"codes_{m}"] = packed.codes.numpy()
@@ -176,6 +192,8 @@ class Station:
             if train:
                 held[m] = codes
         if self.he:
+            if z is None:
+                z = torch.zeros(rows.shape[0], self.cfg.model.he_dim)
             out = self._encrypt(z.detach().numpy())
             held = {"z": z}
         if train:
@@ -213,7 +231,42 @@ class Station:
     def weights(self) -> dict[str, np.ndarray]:
         return {f"w_{m}/{k}": v.numpy() for m, sd in self._trainable_state().items() for k, v in sd.items()}
 
+    def encrypted_weights(self, samples: int, totals: dict[str, int]) -> tuple[dict[str, np.ndarray], dict]:
+        """HE mode: per horizontal group (modality in ``totals``), this station's trainable branch
+        weights scaled by ``samples / total`` and encrypted under the group's CKKS key, plus the
+        parameter layout. Plaintext weights never leave: a group without a key is an error."""
+        from crypto.he_groups import encrypt_share, flatten
+        from feddiff.protocol.arrays import blobs_to_arrays
+
+        state = self._trainable_state()
+        arrays: dict[str, np.ndarray] = {}
+        layouts: dict[str, list] = {}
+        for m in (m for m in totals if m in self.branches):
+            if m not in self.group_ctx:
+                raise RuntimeError(f"station {self.name}: no HE group key for modality {m!r}; refusing to send its weights")
+            flat, layout = flatten({k: v.numpy() for k, v in state[m].items()})
+            arrays.update(blobs_to_arrays(f"wct_{m}", encrypt_share(self.group_ctx[m], flat, samples, int(totals[m]))))
+            layouts[m] = [[k, list(shape), dt] for k, shape, dt in layout]
+        return arrays, {"he_layout": layouts}
+
+    def _decrypt_averaged(self, arrays: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+        """HE mode: the aggregator returned the sum of the group's encrypted shares (the FedAvg);
+        decrypt it with the group key into ``w_<m>/<param>`` arrays, laid out as our own state."""
+        from crypto.he_groups import decrypt_average, flatten
+        from feddiff.protocol.arrays import arrays_to_blobs
+
+        state = self._trainable_state()
+        out: dict[str, np.ndarray] = {}
+        for m, ctx in self.group_ctx.items():
+            if f"wsum_{m}_data" not in arrays:
+                continue
+            _, layout = flatten({k: v.numpy() for k, v in state[m].items()})
+            out.update({f"w_{m}/{k}": v for k, v in decrypt_average(ctx, arrays_to_blobs(arrays, f"wsum_{m}"), layout).items()})
+        return out
+
     def commit(self, rnd: int, averaged: dict[str, np.ndarray], seq: int) -> None:
+        if self.he and averaged:
+            averaged = self._decrypt_averaged(averaged)
         if averaged:
             self._load_trainable({m: {k[len(f"w_{m}/"):]: torch.from_numpy(np.array(v)) for k, v in averaged.items() if k.startswith(f"w_{m}/")} for m in self.branches})
         self._save_round(rnd)

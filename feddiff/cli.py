@@ -126,6 +126,10 @@ def build_parser() -> argparse.ArgumentParser:
     ks.add_argument("--dir", default="keys")
     ks.add_argument("--role", required=True, choices=["edge", "aggregator", "labels"])
     ks.add_argument("--id", required=True)
+    kh = ksub.add_parser("he-group", help="CKKS key of one horizontal group (HE mode): secret to its stations, public to the aggregator")
+    kh.add_argument("--dir", default="keys")
+    kh.add_argument("--group", required=True, help="the modality the members share, e.g. hsi")
+    kh.add_argument("--members", required=True, help="comma-separated station ids, at least two")
 
     sp = add("export", cmd_export, "export a checkpoint to ONNX (whole model, or per station with --split)")
     sp.add_argument("--checkpoint", required=True)

@@ -110,3 +110,166 @@ def test_eavesdropper_with_broker_credentials_reads_no_features(tmp_path):
         except (zlib.error, EnvelopeError):
             pass
     assert readable == 0
+
+
+def test_he_horizontal_job_averages_branch_weights_under_ckks(tmp_path):
+    """Two hsi stations (one region each) and one lidar station in HE mode, over TLS with the
+    generated ACL. A spy with the aggregator's keys opens every uplink: the WEIGHTS messages
+    hold only ciphertexts, which the aggregator's public group context cannot decrypt; with the
+    group secret they give each station's share, and both stations committed exactly the
+    plaintext FedAvg of what they sent."""
+    import numpy as np
+    import tenseal as ts
+    import torch
+
+    from crypto import he, security_filters
+    from crypto.he_groups import load_group_public, load_group_secret, provision_group, unflatten
+    from crypto.keys import load_directory, load_party
+    from crypto.provision import init_job, issue
+    from feddiff.config import load_config
+    from feddiff.protocol import jobs
+    from feddiff.protocol.arrays import arrays_to_blobs
+    from feddiff.protocol.channel import Channel
+    from feddiff.protocol.endpoint import build_chain
+    from feddiff.transport.broker import start_mosquitto_from_conf
+    from feddiff.transport.mqtt import MqttTransport
+
+    stations = {"hsi_a": {"modalities": ["hsi"], "region": [0, 20, 0, 48]}, "hsi_b": {"modalities": ["hsi"], "region": [20, 40, 0, 48]},
+                "lidar_station": {"modalities": ["lidar"]}}
+    keys = tmp_path / "keys"
+    init_job("securetest", keys)
+    issue(keys, "aggregator", "aggregator")
+    issue(keys, "labels", "lab")
+    for s in (*stations, "operator"):
+        issue(keys, "edge", s)
+    provision_group(keys, "hsi", ["hsi_a", "hsi_b"])
+    acl = keys / "broker" / "acl"
+    acl.write_text(acl.read_text() + "\nuser operator\ntopic read #\n")
+    broker = start_mosquitto_from_conf(keys / "broker" / "mosquitto.conf", tmp_path / "broker")
+    job = json.loads(json.dumps(JOB))
+    job["train"]["epochs"] = 2
+    job["federation"].update(security="he", label_holder="lab", clients=stations, keys_dir=str(keys), state_dir=str(tmp_path / "state"),
+                             write_map=False, broker={"port": broker.port})
+    cfg_path = tmp_path / "job.yaml"
+    cfg_path.write_text(yaml.safe_dump(job))
+    op = keys / "parties" / "operator"
+    spy = MqttTransport("spy", "127.0.0.1", broker.port, username="operator", password=(op / "mqtt_password").read_text().strip(),
+                        tls_ca=str(keys / "ca.crt"), tls_cert=str(op / "tls.crt"), tls_key=str(op / "tls.key"), max_queue=100000)
+    spy.connect(10)
+    spy.subscribe("feddiff/securetest/up/#")
+    procs = []
+    logs = {name: tmp_path / f"{name}.log" for name in ("aggregator", *stations, "lab")}
+    try:
+        for name, log in logs.items():
+            args = ["aggregator"] if name == "aggregator" else ["edge", "--id", name]
+            with open(log, "wb") as fh:
+                procs.append(subprocess.Popen([sys.executable, "-m", "feddiff.cli", *args, "--config", str(cfg_path)], stdout=fh, stderr=subprocess.STDOUT))
+        for p, log in zip(procs, logs.values()):
+            assert p.wait(300) == 0, log.read_text()[-2000:]
+    finally:
+        for p in procs:
+            if p.poll() is None:
+                p.kill()
+        broker.stop()
+
+    agg_dir = tmp_path / "state" / "aggregator"
+    assert json.loads((agg_dir / "report.json").read_text())["rounds"] == 2
+    status = json.loads((agg_dir / "status.json").read_text())
+    assert status["he_context_private"] is False and status["he_group_context_private"] is False
+    assert not list((keys / "parties" / "aggregator").glob("*.ctx")) and not list((keys / "parties" / "lab").glob("he_group_*"))
+
+    # open the captured uplinks as the aggregator would (its keys; a long window: read after the job)
+    cfg = load_config(cfg_path)
+    chain = build_chain(cfg, security_filters("securetest", load_party(keys, "aggregator"), load_directory(keys), tmp_path / "spy_replay.json", max_age_s=3600))
+    reader = Channel(spy, "securetest", "aggregator", chain, cfg.federation.max_message_bytes)
+    weights = {}
+    while (msg := reader.recv(0.5)) is not None:
+        if msg.header.content_type == jobs.WEIGHTS:
+            weights[msg.header.sender] = msg  # the last one per station: the final round's
+    assert set(weights) == {"hsi_a", "hsi_b"}  # lidar is alone in its modality: nothing to average
+    rnd = {m.header.round for m in weights.values()}.pop()
+    public = load_group_public(keys, "aggregator", "hsi")
+    secret = load_group_secret(keys, "hsi_a", "hsi")
+    shares, n = {}, {}
+    for s, m in weights.items():
+        assert not any(k.startswith("w_") for k in m.arrays), "plaintext weights on the wire in HE mode"
+        cts = arrays_to_blobs(m.arrays, "wct_hsi")
+        with pytest.raises(ValueError, match="secret"):
+            ts.ckks_vector_from(public, cts[0]).decrypt()
+        with pytest.raises(he.HEError):
+            he.decrypt_vector(public, cts)
+        shares[s] = he.decrypt_vector(secret, cts)
+        n[s] = int(m.meta["samples"])
+        layout = [(k, tuple(shape), dt) for k, shape, dt in m.meta["he_layout"]["hsi"]]
+    total = sum(n.values())
+    assert min(n.values()) > 0
+    sent = {s: shares[s] * total / n[s] for s in shares}  # each station's own weights
+    assert not np.allclose(sent["hsi_a"], sent["hsi_b"], atol=1e-3)  # they trained on different pixels
+    fedavg = unflatten(sum(sent[s] * n[s] / total for s in sent), layout)
+    committed = {s: torch.load(tmp_path / "state" / s / f"round_{rnd}.pt", weights_only=True)["branches"]["hsi"] for s in shares}
+    for k, want in fedavg.items():
+        a, b = committed["hsi_a"][k].numpy(), committed["hsi_b"][k].numpy()
+        np.testing.assert_array_equal(a, b)
+        np.testing.assert_allclose(a, want, atol=1e-5, rtol=0)
+
+
+def test_he_fused_sum_with_regions_holds_one_contribution_per_sample(tmp_path):
+    """Two hsi stations with regions and one lidar station, HE mode: with the aggregator's
+    ``own_<m>`` masks the ciphertext sum is, for every sample, the owning hsi station's part
+    plus the lidar part (each computed on its own), never both hsi stations' parts."""
+    from types import SimpleNamespace
+
+    import numpy as np
+
+    from aggregator.coordinator import Coordinator
+    from crypto import he
+    from crypto.he_groups import provision_group
+    from crypto.provision import init_job, issue
+    from edge_client.station import Station
+    from feddiff.config import load_config
+    from feddiff.data.loader import load_scene
+    from feddiff.protocol.arrays import arrays_to_blobs
+
+    stations = {"hsi_a": {"modalities": ["hsi"], "region": [0, 20, 0, 48]}, "hsi_b": {"modalities": ["hsi"], "region": [20, 40, 0, 48]},
+                "lidar_station": {"modalities": ["lidar"]}}
+    keys = tmp_path / "keys"
+    init_job("securetest", keys)
+    issue(keys, "aggregator", "aggregator")
+    for s in stations:
+        issue(keys, "edge", s)
+    provision_group(keys, "hsi", ["hsi_a", "hsi_b"])
+    job = json.loads(json.dumps(JOB))
+    job["train"]["pretrain_steps"] = 2
+    job["federation"].update(security="he", label_holder="lab", clients=stations, keys_dir=str(keys))
+    (tmp_path / "job.yaml").write_text(yaml.safe_dump(job))
+    cfg = load_config(tmp_path / "job.yaml")
+    secret = he.make_secret_context()
+    public = he.load_public(he.public_bytes(secret))
+    grid_r, grid_c = np.divmod(np.arange(0, 40 * 48, 7), 48)
+    st = {}
+    for name, spec in stations.items():
+        st[name] = Station(cfg, name, load_scene(cfg, modalities=spec["modalities"], with_labels=False), tmp_path / name)
+        st[name].prepare(grid_r, grid_c, False)
+        st[name].public_ctx = public
+    rng = np.random.default_rng(0)
+    rows, cols = rng.integers(0, 40, 24), rng.integers(0, 48, 24)
+    own = Coordinator._ownership(SimpleNamespace(modalities=["hsi", "lidar"], clients=cfg.federation.clients), rows, cols)
+    assert set(own) == {"hsi_a", "hsi_b"}  # lidar answers for the whole batch: no mask sent
+    dim = cfg.model.he_dim
+    summed = None
+    for name, s in st.items():
+        masks = {m[len("own_"):]: v for m, v in own.get(name, {}).items()}
+        cts = arrays_to_blobs(s.forward((0, 0, 0), rows, cols, None, False, masks or None), "ct")
+        summed = cts if summed is None else he.add_ciphertexts(public, summed, cts)
+    fused = he.decrypt_batch(secret, summed, (rows.size, dim))
+
+    def alone(name: str, sel: np.ndarray) -> np.ndarray:
+        out = st[name].forward((0, 0, 0), rows[sel], cols[sel], None, False)
+        return he.decrypt_batch(secret, arrays_to_blobs(out, "ct"), (int(sel.sum()), dim))
+
+    in_a = rows < 20
+    assert 0 < in_a.sum() < rows.size
+    want = alone("lidar_station", np.ones(rows.size, bool))
+    want[in_a] += alone("hsi_a", in_a)
+    want[~in_a] += alone("hsi_b", ~in_a)
+    np.testing.assert_allclose(fused, want, atol=1e-3)
