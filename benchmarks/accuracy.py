@@ -4,7 +4,7 @@ Rows: FedDiff fusion, FedDiff without diffusion features, HSI only, LiDAR only, 
 pixel spectra + LiDAR, and a plain two-branch CNN with the same patch size and epoch budget.
 Writes benchmarks/results/accuracy.json and prints a table (mean +- sd over seeds).
 
-    python benchmarks/accuracy.py [--config configs/trento_sim.yaml] [--seeds 0 1 2] [--only feddiff svm]
+    python benchmarks/accuracy.py [--config configs/trento_sim.yaml] [--seeds 0 1 2] [--only feddiff svm] [--merge]
 """
 
 from __future__ import annotations
@@ -106,6 +106,7 @@ def main() -> int:
     ap.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
     ap.add_argument("--only", nargs="+", choices=METHODS, default=METHODS)
     ap.add_argument("--out", default=str(ROOT / "benchmarks" / "results" / "accuracy.json"))
+    ap.add_argument("--merge", action="store_true", help="keep the other rows of an existing --out (same config) and replace only the rows run now")
     args = ap.parse_args()
     cfg0 = load_config(args.config)
     scene = load_scene(cfg0)
@@ -123,6 +124,11 @@ def main() -> int:
             runs[m].append(r)
             print(f"seed {seed} {m:<22} OA {100 * r['oa']:.2f}  AA {100 * r['aa']:.2f}  kappa {r['kappa']:.4f}  train {r['train_s']:.0f}s", flush=True)
     rows = {}
+    out = Path(args.out)
+    if args.merge and out.exists():
+        old = json.loads(out.read_text())
+        if old.get("config") == args.config:
+            rows.update(old["rows"])
     for m, rs in runs.items():
         oa = np.array([r["oa"] for r in rs]) * 100
         rows[m] = {
@@ -131,8 +137,8 @@ def main() -> int:
             "train_s": float(np.mean([r["train_s"] for r in rs])), "peak_rss_mb": float(max(r["peak_rss_mb"] for r in rs)),
             "seeds": args.seeds,
         }
-    Path(args.out).parent.mkdir(parents=True, exist_ok=True)
-    Path(args.out).write_text(json.dumps({"config": args.config, "rows": rows}, indent=2))
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps({"config": args.config, "rows": rows}, indent=2))
     print(f"\n| method | OA % (mean +- sd) | AA % | kappa | train s | peak RSS MB |\n|---|---|---|---|---|---|")
     for m, r in rows.items():
         print(f"| {m} | {r['oa_mean']:.2f} +- {r['oa_sd']:.2f} | {r['aa_mean']:.2f} | {r['kappa_mean']:.4f} | {r['train_s']:.0f} | {r['peak_rss_mb']:.0f} |")

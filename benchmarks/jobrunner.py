@@ -9,6 +9,7 @@ rank, each security mode): the runs then differ only in what is measured.
 from __future__ import annotations
 
 import dataclasses
+import hashlib
 import json
 import shutil
 import subprocess
@@ -32,9 +33,19 @@ from feddiff.model.prepare import pixel_sets, sources  # noqa: E402
 from feddiff.model.train import predict, pretrain_denoiser, set_seed, train_classifier  # noqa: E402
 
 
+def pretrain_key(cfg: Config) -> str:
+    """Short hash of everything stage 1 depends on: a cache written for another U-Net size,
+    step count or scene is never handed to a run it does not fit."""
+    t, m = cfg.train, cfg.model
+    what = {"unet": dataclasses.asdict(m.unet), "schedule": dataclasses.asdict(m.schedule), "patch": m.patch_size,
+            "steps": t.pretrain_steps, "batch": t.pretrain_batch, "lr": t.pretrain_lr, "augment": t.augment,
+            "scene": {k: str(cfg.resolve(v.path)) for k, v in cfg.scene.modalities.items()}}
+    return hashlib.sha256(json.dumps(what, sort_keys=True).encode()).hexdigest()[:10]
+
+
 def pretrain(cfg: Config, scene: Scene, cache: Path) -> dict:
     """{'stats': {m: dict}, 'unet': {m: state_dict}} for the config's seed, cached on disk."""
-    path = cache / f"pretrained_seed{cfg.train.seed}.pt"
+    path = cache / f"pretrained_seed{cfg.train.seed}_{pretrain_key(cfg)}.pt"
     if path.exists():
         return torch.load(path, weights_only=True)
     set_seed(cfg.train.seed, cfg.train.threads)
