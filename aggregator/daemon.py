@@ -103,7 +103,7 @@ def run(cfg: Config, state_dir: Path) -> int:
         raise
     finally:
         status.flush()
-        channel.transport.close()
+        channel.close()
 
 
 def main(args: argparse.Namespace) -> int:

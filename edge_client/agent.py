@@ -112,7 +112,7 @@ class EdgeAgent:
                     break
             except Exception:  # a bad request must not take the station down; the round will rerun
                 log.exception("station %s: failed to handle %s (round %d step %d)", self.name, msg.header.content_type, msg.header.round, msg.header.step)
-        self.channel.transport.close()
+        self.channel.close()
         return 0
 
     def handle(self, msg) -> bool:

@@ -100,7 +100,7 @@ class LabelHolder:
             last = time.monotonic()
             if self.handle(msg):
                 break
-        self.channel.transport.close()
+        self.channel.close()
         return 0
 
     def handle(self, msg) -> bool:
