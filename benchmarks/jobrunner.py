@@ -83,8 +83,13 @@ def with_comm(cfg: Config, rank: int | None) -> Config:
     return dataclasses.replace(cfg, model=dataclasses.replace(cfg.model, comm=comm))
 
 
-def federated_job(cfg: Config, pre: dict, work: Path, security: str = "none", label_holder: str = "aggregator") -> dict:
-    """A real job: Mosquitto (TLS + ACL when sealed), the aggregator and one process per party."""
+def federated_job(cfg: Config, pre: dict, work: Path, security: str = "none", label_holder: str = "aggregator", threads: int = 1) -> dict:
+    """A real job: Mosquitto (TLS + ACL when sealed), the aggregator and one process per party.
+
+    ``threads`` per process: the parties stand in for separate machines but share this one's
+    cores; with the centralised run's 2 threads each, 3 processes oversubscribe 2 cores and
+    OpenMP spin-waiting makes every step several times slower (measured: 8.4 s vs 1.3 s per
+    epoch on Trento). The numbers do not change: the model is identical either way."""
     from feddiff.transport.broker import start_mosquitto, start_mosquitto_from_conf
 
     shutil.rmtree(work, ignore_errors=True)
@@ -98,6 +103,7 @@ def federated_job(cfg: Config, pre: dict, work: Path, security: str = "none", la
             data["scene"][k]["path"] = str(cfg.resolve(data["scene"][k]["path"]))
     fed = data["federation"]
     fed.update(security=security, label_holder=label_holder, state_dir=str(work / "state"), write_map=False, round_timeout_s=600)
+    data["train"]["threads"] = threads
     stations = list(fed["clients"])
     if security != "none":
         from crypto.provision import init_job, issue
