@@ -181,3 +181,30 @@ def test_send_and_recv_from_two_threads(mosquitto, transport_factory):
     assert received == list(range(n))
     assert [int(e.arrays["i"]) for e in echoes] == list(range(n))
     assert [e.header.seq for e in echoes] == list(range(1, n + 1))
+
+
+def test_sends_do_not_wait_for_acks_but_are_bounded_and_flushed(mosquitto, transport_factory):
+    agg_t = transport_factory(mosquitto, "agg")
+    agg_t.subscribe(topics.uplink(JOB, topics.ANY))
+    edge = Channel(transport_factory(mosquitto, "edge"), JOB, "edge", chain(chunk=1024), 1 << 20, max_pending=3)
+    agg = Channel(agg_t, JOB, "aggregator", chain(), 1 << 20)
+    noise = np.random.default_rng(0).standard_normal(2048).astype(np.float32)  # ~8 chunks each
+    for i in range(5):
+        edge.send(UP, "features", {"x": noise + i}, round=0, step=i)
+        assert len(edge._pending) <= 3  # back-pressure: never more outstanding than allowed
+    edge.flush(10)
+    assert not edge._pending
+    got = [agg.recv(5) for _ in range(5)]
+    assert [g.header.step for g in got] == list(range(5))
+    assert all(np.array_equal(g.arrays["x"], noise + g.header.step) for g in got)
+
+
+def test_close_delivers_the_last_message_before_disconnecting(mosquitto, transport_factory):
+    agg_t = transport_factory(mosquitto, "agg")
+    agg_t.subscribe(topics.uplink(JOB, topics.ANY))
+    agg = Channel(agg_t, JOB, "aggregator", chain(), 1 << 20)
+    edge = Channel(transport_factory(mosquitto, "edge"), JOB, "edge", chain(chunk=4096), 1 << 20)
+    edge.send(UP, "done", {"x": np.zeros(100_000, np.float32) + 1}, round=9, step=0)
+    edge.close()
+    got = agg.recv(10)
+    assert got is not None and got.header.content_type == "done" and got.arrays["x"].sum() == 100_000
