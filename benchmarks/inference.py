@@ -49,6 +49,18 @@ def pixel_sets(config: str, max_pixels: int, test_pixels: int, seed: int = 0):
     return scene, (flat // w, flat % w), (r, c, y)
 
 
+def peak_rss_mib() -> float:
+    """This process's own peak RSS. Not ``getrusage``: Linux carries ru_maxrss across exec, so a
+    worker would report its parent's peak (the export step) instead of its own."""
+    try:
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1]) / 1024  # kB -> MiB
+    except OSError:
+        pass
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
 def worker(args: argparse.Namespace) -> None:
     """One variant: classify the timed pixels and the test pixels; print one JSON line."""
     from export.infer import ModelMeta, open_session, padded_sources, session_meta
@@ -91,7 +103,7 @@ def worker(args: argparse.Namespace) -> None:
     classify(tr, tc)
     seconds = time.perf_counter() - t0
     m = classification_metrics(ey, classify(er, ec), len(meta.class_names))
-    rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # KiB -> MiB on Linux
+    rss = peak_rss_mib()
     print(json.dumps({"variant": args.variant, "provider": provider, "pixels": int(tr.shape[0]), "seconds": seconds, "pixels_per_s": tr.shape[0] / seconds, "peak_rss_mib": rss, "oa": m["oa"], "aa": m["aa"], "kappa": m["kappa"], "test_pixels": int(ey.shape[0])}))
 
 
