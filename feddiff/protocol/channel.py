@@ -154,7 +154,7 @@ class Channel:
         with self._send_lock:
             self._reap(0, timeout)
 
-    def close(self, timeout: float = 30.0) -> None:
+    def close(self, timeout: float = 10.0) -> None:
         """Flush (best effort: a broker that is gone must not hang shutdown), then disconnect."""
         try:
             self.flush(timeout)
