@@ -364,7 +364,7 @@ class Coordinator:
             return self._sum_encrypted(groups, replies)
         out: dict[str, dict] = {c: {} for c in members}
         for m, cs in groups.items():
-            total = max(sum(samples[c] for c in cs), 1)
+            total = totals[m]
             keys = [k for k in replies[cs[0]].arrays if k.startswith(f"w_{m}/")]
             for k in keys:
                 avg = sum(np.asarray(replies[c].arrays[k], dtype=np.float64) * (samples[c] / total) for c in cs)

@@ -21,22 +21,13 @@ import sys
 from pathlib import Path
 
 import numpy as np
-from jobrunner import ROOT, centralised_stage2, federated_job, pretrain, with_comm
+from jobrunner import ROOT, cached, centralised_stage2, federated_job, pretrain, with_comm
 
 from feddiff.config import load_config
 from feddiff.data.loader import load_scene
 from feddiff.model.comm import payload_bytes, raw_bytes
 
 FED_THREADS = 1  # per federated process: 3 processes share this machine's 2 cores (jobrunner.federated_job)
-
-
-def cached(path: Path, resume: bool, compute) -> dict:
-    """Long runs are saved as they finish, so a sweep can be extended without redoing them."""
-    if resume and path.exists():
-        return json.loads(path.read_text())
-    doc = compute()
-    path.write_text(json.dumps(doc, default=str))
-    return doc
 
 
 def main() -> int:

@@ -16,6 +16,7 @@ import subprocess
 import sys
 import time
 from pathlib import Path
+from typing import Callable
 
 import numpy as np
 import torch
@@ -31,6 +32,15 @@ from feddiff.model.checkpoint import atomic_torch_save  # noqa: E402
 from feddiff.model.net import FedDiffNet  # noqa: E402
 from feddiff.model.prepare import pixel_sets, sources  # noqa: E402
 from feddiff.model.train import predict, pretrain_denoiser, set_seed, train_classifier  # noqa: E402
+
+
+def cached(path: Path, resume: bool, compute: Callable[[], dict]) -> dict:
+    """Long runs are saved as they finish, so a sweep can be extended without redoing them."""
+    if resume and path.exists():
+        return json.loads(path.read_text())
+    doc = compute()
+    path.write_text(json.dumps(doc, default=str))
+    return doc
 
 
 def pretrain_key(cfg: Config) -> str:

@@ -20,7 +20,7 @@ import tempfile
 from pathlib import Path
 
 import numpy as np
-from jobrunner import ROOT, federated_job, pretrain
+from jobrunner import ROOT, cached, federated_job, pretrain
 
 from feddiff.config import load_config
 from feddiff.data.loader import load_scene
@@ -60,13 +60,9 @@ def main() -> int:
         holder = "label_holder" if mode == "he" else "aggregator"
         runs = []
         for s in seeds:
-            keep = Path(args.work) / f"result_{mode}_seed{s}.json"
-            if args.resume and keep.exists():
-                r = json.loads(keep.read_text())
-            else:
-                c = dataclasses.replace(cfg, train=dataclasses.replace(cfg.train, seed=s))
-                r = federated_job(c, pre, Path(args.work) / f"sec_{mode}", security=mode, label_holder=holder)
-                keep.write_text(json.dumps(r))
+            c = dataclasses.replace(cfg, train=dataclasses.replace(cfg.train, seed=s))
+            r = cached(Path(args.work) / f"result_{mode}_seed{s}.json", args.resume,
+                       lambda: federated_job(c, pre, Path(args.work) / f"sec_{mode}", security=mode, label_holder=holder))
             runs.append(r)
             print(f"{mode:<7} seed {s}  OA {100 * r['oa']:.2f}  epoch {r['epoch_s']:.2f}s  bytes {r['bytes']}", flush=True)
         rows[mode] = {**runs[0], "oa_runs": [r["oa"] for r in runs], "oa_mean": float(np.mean([r["oa"] for r in runs])), "stage2_seeds": seeds}

@@ -11,7 +11,8 @@ from crypto import security_filters
 from crypto.keys import load_directory, load_party
 
 
-def _keys_dir(cfg: Config) -> Path:
+def keys_dir(cfg: Config) -> Path:
+    """``federation.keys_dir`` resolved; every sealed or HE job needs provisioned keys."""
     from feddiff.errors import ConfigError
 
     if not cfg.federation.keys_dir:
@@ -20,14 +21,14 @@ def _keys_dir(cfg: Config) -> Path:
 
 
 def seal_filters(cfg: Config, party: str, state_dir: Path) -> list:
-    d = _keys_dir(cfg)
+    d = keys_dir(cfg)
     me = load_party(d, party)
     directory = load_directory(d, me.root_public)
     return security_filters(cfg.federation.job, me, directory, replay_state=Path(state_dir) / "replay.json")
 
 
 def credentials(cfg: Config, party: str) -> dict:
-    me = load_party(_keys_dir(cfg), party)
+    me = load_party(keys_dir(cfg), party)
     return {"username": me.mqtt_username, "password": me.mqtt_password(), "tls": (str(me.ca_cert), str(me.tls_cert), str(me.tls_key))}
 
 

@@ -27,6 +27,7 @@ import numpy as np
 import tenseal as ts
 
 from crypto import he
+from crypto.chain import keys_dir
 from crypto.keys import KeyMaterialError, check_name, load_directory, party_dir, write_public, write_secret
 
 log = logging.getLogger(__name__)
@@ -118,21 +119,12 @@ def averaged_groups(clients: Mapping) -> dict[str, list[str]]:
     return {m: cs for m, cs in horizontal_groups(dict(clients)).items() if len(cs) > 1}
 
 
-def keys_dir_of(cfg) -> Path:
-    """``federation.keys_dir`` resolved; HE averaging cannot run without provisioned keys."""
-    from feddiff.errors import ConfigError
-
-    if not cfg.federation.keys_dir:
-        raise ConfigError(f"{cfg.source}: federation.keys_dir: required for HE averaging of horizontal groups")
-    return Path(cfg.resolve(cfg.federation.keys_dir))
-
-
 def member_contexts(cfg, party: str) -> dict[str, ts.Context]:
     """Secret contexts of the horizontal groups ``party`` belongs to (empty if none)."""
     groups = [m for m, cs in averaged_groups(cfg.federation.clients).items() if party in cs]
     if not groups:
         return {}
-    d = keys_dir_of(cfg)
+    d = keys_dir(cfg)
     return {m: load_group_secret(d, party, m) for m in groups}
 
 
@@ -141,17 +133,21 @@ def aggregator_contexts(cfg, aggregator: str = "aggregator") -> dict[str, ts.Con
     groups = averaged_groups(cfg.federation.clients)
     if not groups:
         return {}
-    d = keys_dir_of(cfg)
+    d = keys_dir(cfg)
     return {m: load_group_public(d, aggregator, m) for m in groups}
 
 
 # -- the arithmetic -------------------------------------------------------------------------------
+def layout_of(state: Mapping[str, np.ndarray]) -> Layout:
+    """Names, shapes and dtypes of ``state`` in order: what ``unflatten`` needs to undo ``flatten``."""
+    return [(k, tuple(int(s) for s in np.shape(v)), np.asarray(v).dtype.name) for k, v in state.items()]
+
+
 def flatten(state: Mapping[str, np.ndarray]) -> tuple[np.ndarray, Layout]:
     """One float64 vector of all parameters (in ``state`` order) and the layout to undo it."""
-    arrays = {k: np.asarray(v) for k, v in state.items()}
-    layout: Layout = [(k, tuple(int(s) for s in a.shape), a.dtype.name) for k, a in arrays.items()]
-    flat = np.concatenate([a.astype(np.float64).reshape(-1) for a in arrays.values()]) if arrays else np.zeros(0)
-    return flat, layout
+    arrays = [np.asarray(v) for v in state.values()]
+    flat = np.concatenate([a.astype(np.float64).reshape(-1) for a in arrays]) if arrays else np.zeros(0)
+    return flat, layout_of(state)
 
 
 def layout_size(layout: Layout) -> int:

@@ -33,17 +33,11 @@ def add_parser(subparsers: "argparse._SubParsersAction") -> argparse.ArgumentPar
     pr = sub.add_parser("revoke", help="remove a party and regenerate the broker password file and ACL")
     pr.add_argument("--dir", required=True, type=Path)
     pr.add_argument("--id", required=True)
-    add_he_group_parser(sub)
-    return p
-
-
-def add_he_group_parser(sub: "argparse._SubParsersAction") -> argparse.ArgumentParser:
-    """``keys he-group``: shared by this module's parser and the main CLI's inline one."""
     ph = sub.add_parser("he-group", help="CKKS key for one horizontal group (HE mode): secret to the members, public to the aggregator")
     ph.add_argument("--dir", required=True, type=Path)
     ph.add_argument("--group", required=True, help="the modality the members share, e.g. hsi")
     ph.add_argument("--members", required=True, help="comma-separated station ids, at least two")
-    return ph
+    return p
 
 
 def run(args: argparse.Namespace) -> int:

@@ -252,7 +252,7 @@ class Station:
     def _decrypt_averaged(self, arrays: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
         """HE mode: the aggregator returned the sum of the group's encrypted shares (the FedAvg);
         decrypt it with the group key into ``w_<m>/<param>`` arrays, laid out as our own state."""
-        from crypto.he_groups import decrypt_average, flatten
+        from crypto.he_groups import decrypt_average, layout_of
         from feddiff.protocol.arrays import arrays_to_blobs
 
         state = self._trainable_state()
@@ -260,7 +260,7 @@ class Station:
         for m, ctx in self.group_ctx.items():
             if f"wsum_{m}_data" not in arrays:
                 continue
-            _, layout = flatten({k: v.numpy() for k, v in state[m].items()})
+            layout = layout_of({k: v.numpy() for k, v in state[m].items()})
             out.update({f"w_{m}/{k}": v for k, v in decrypt_average(ctx, arrays_to_blobs(arrays, f"wsum_{m}"), layout).items()})
         return out
 

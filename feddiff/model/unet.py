@@ -34,8 +34,9 @@ def timestep_embedding(t: torch.Tensor, dim: int) -> torch.Tensor:
     return emb
 
 
-def _dft_bases(n: int, half: bool) -> tuple[torch.Tensor, torch.Tensor]:
-    k = torch.arange(n // 2 + 1 if half else n, dtype=torch.float64)[:, None]
+def _rdft_bases(n: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """Cosine and sine matrices of the real DFT of length ``n`` (n // 2 + 1 frequencies)."""
+    k = torch.arange(n // 2 + 1, dtype=torch.float64)[:, None]
     m = torch.arange(n, dtype=torch.float64)[None]
     ang = 2 * math.pi * k * m / n
     return torch.cos(ang), torch.sin(ang)
@@ -60,7 +61,6 @@ class SpectralMixing(nn.Module):
         self.wr = nn.Parameter(torch.eye(channels) + 0.02 * torch.randn(channels, channels))
         self.wi = nn.Parameter(0.02 * torch.randn(channels, channels))
         self.register_buffer("k", _hilbert_matrix(width).float(), persistent=False)
-        self.height = height
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         w = torch.cat([self.wr, self.wi], dim=1)[:, :, None, None]
@@ -69,7 +69,7 @@ class SpectralMixing(nn.Module):
 
 def _hilbert_matrix(width: int) -> torch.Tensor:
     """K with ``irfft(i * rfft(v)) = v @ K`` for real row vectors v of length ``width``."""
-    cw, sw = _dft_bases(width, half=True)  # rfft: V = v @ (cw - i sw)^T
+    cw, sw = _rdft_bases(width)  # rfft: V = v @ (cw - i sw)^T
     # inverse along the half axis: Hermitian weights (DC and Nyquist once, the rest twice)
     c = torch.full((width // 2 + 1, 1), 2.0, dtype=torch.float64)
     c[0] = 1.0

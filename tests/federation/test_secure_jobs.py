@@ -27,6 +27,27 @@ JOB = {
 pytestmark = pytest.mark.skipif(mosquitto_binary() is None, reason="mosquitto is not installed")
 
 
+def start_operator_broker(keys, tmp_path):
+    """Mosquitto with the job's generated TLS config and ACL, plus one line granting the
+    provisioned party ``operator`` read access to every topic: the broker operator's view."""
+    from feddiff.transport.broker import start_mosquitto_from_conf
+
+    acl = keys / "broker" / "acl"
+    acl.write_text(acl.read_text() + "\nuser operator\ntopic read #\n")
+    return start_mosquitto_from_conf(keys / "broker" / "mosquitto.conf", tmp_path / "broker")
+
+
+def operator_spy(keys, port):
+    """A connected MQTT client with the operator's broker credentials (subscribe it yourself)."""
+    from feddiff.transport.mqtt import MqttTransport
+
+    op = keys / "parties" / "operator"
+    spy = MqttTransport("spy", "127.0.0.1", port, username="operator", password=(op / "mqtt_password").read_text().strip(),
+                        tls_ca=str(keys / "ca.crt"), tls_cert=str(op / "tls.crt"), tls_key=str(op / "tls.key"), max_queue=100000)
+    spy.connect(10)
+    return spy
+
+
 def run_demo(tmp_path, security):
     cfg = tmp_path / "job.yaml"
     cfg.write_text(yaml.safe_dump(JOB))
@@ -64,26 +85,19 @@ def test_eavesdropper_with_broker_credentials_reads_no_features(tmp_path):
     from feddiff.protocol.arrays import decode_arrays
     from feddiff.protocol.envelope import unpack
     from feddiff.protocol.message import EnvelopeError
-    from feddiff.transport.broker import start_mosquitto_from_conf
-    from feddiff.transport.mqtt import MqttTransport
 
     keys = tmp_path / "keys"
     init_job("securetest", keys)
     issue(keys, "aggregator", "aggregator")
     for s in ("hsi_station", "lidar_station", "operator"):
         issue(keys, "edge", s)
-    acl = keys / "broker" / "acl"
-    acl.write_text(acl.read_text() + "\nuser operator\ntopic read #\n")  # the broker operator's view
-    broker = start_mosquitto_from_conf(keys / "broker" / "mosquitto.conf", tmp_path / "broker")
+    broker = start_operator_broker(keys, tmp_path)
     job = json.loads(json.dumps(JOB))
     job["train"]["epochs"] = 2
     job["federation"].update(security="signed", keys_dir=str(keys), state_dir=str(tmp_path / "state"), write_map=False, broker={"port": broker.port})
     cfg = tmp_path / "job.yaml"
     cfg.write_text(yaml.safe_dump(job))
-    op = keys / "parties" / "operator"
-    spy = MqttTransport("spy", "127.0.0.1", broker.port, username="operator", password=(op / "mqtt_password").read_text().strip(),
-                        tls_ca=str(keys / "ca.crt"), tls_cert=str(op / "tls.crt"), tls_key=str(op / "tls.key"), max_queue=100000)
-    spy.connect(10)
+    spy = operator_spy(keys, broker.port)
     spy.subscribe("#")
     try:
         procs = [subprocess.Popen([sys.executable, "-m", "feddiff.cli", "aggregator", "--config", str(cfg)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)]
@@ -131,8 +145,6 @@ def test_he_horizontal_job_averages_branch_weights_under_ckks(tmp_path):
     from feddiff.protocol.arrays import arrays_to_blobs
     from feddiff.protocol.channel import Channel
     from feddiff.protocol.endpoint import build_chain
-    from feddiff.transport.broker import start_mosquitto_from_conf
-    from feddiff.transport.mqtt import MqttTransport
 
     stations = {"hsi_a": {"modalities": ["hsi"], "region": [0, 20, 0, 48]}, "hsi_b": {"modalities": ["hsi"], "region": [20, 40, 0, 48]},
                 "lidar_station": {"modalities": ["lidar"]}}
@@ -143,19 +155,14 @@ def test_he_horizontal_job_averages_branch_weights_under_ckks(tmp_path):
     for s in (*stations, "operator"):
         issue(keys, "edge", s)
     provision_group(keys, "hsi", ["hsi_a", "hsi_b"])
-    acl = keys / "broker" / "acl"
-    acl.write_text(acl.read_text() + "\nuser operator\ntopic read #\n")
-    broker = start_mosquitto_from_conf(keys / "broker" / "mosquitto.conf", tmp_path / "broker")
+    broker = start_operator_broker(keys, tmp_path)
     job = json.loads(json.dumps(JOB))
     job["train"]["epochs"] = 2
     job["federation"].update(security="he", label_holder="lab", clients=stations, keys_dir=str(keys), state_dir=str(tmp_path / "state"),
                              write_map=False, broker={"port": broker.port})
     cfg_path = tmp_path / "job.yaml"
     cfg_path.write_text(yaml.safe_dump(job))
-    op = keys / "parties" / "operator"
-    spy = MqttTransport("spy", "127.0.0.1", broker.port, username="operator", password=(op / "mqtt_password").read_text().strip(),
-                        tls_ca=str(keys / "ca.crt"), tls_cert=str(op / "tls.crt"), tls_key=str(op / "tls.key"), max_queue=100000)
-    spy.connect(10)
+    spy = operator_spy(keys, broker.port)
     spy.subscribe("feddiff/securetest/up/#")
     procs = []
     logs = {name: tmp_path / f"{name}.log" for name in ("aggregator", *stations, "lab")}
