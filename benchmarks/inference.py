@@ -131,6 +131,42 @@ def train_small(config: str, out: Path) -> Path:
     return path
 
 
+def run_worker(args: argparse.Namespace, variant: str, ck: Path, model: Path | None) -> dict:
+    cmd = [sys.executable, __file__, "--worker", "--variant", variant, "--config", args.config, "--checkpoint", str(ck), "--batch", str(args.batch), "--threads", str(args.threads), "--max-pixels", str(args.max_pixels), "--test-pixels", str(args.test_pixels)]
+    if model is not None:
+        cmd += ["--model", str(model)]
+    r = subprocess.run(cmd, capture_output=True, text=True, cwd=ROOT)
+    if r.returncode != 0:
+        raise SystemExit(f"worker {variant} failed:\n{r.stderr[-3000:]}")
+    return json.loads(r.stdout.strip().splitlines()[-1])
+
+
+def summarise(variant: str, runs: list[dict], export_info: dict) -> dict:
+    """Median speed over the rounds (every run listed beside it); accuracy from the first run,
+    since every run classifies the same pixels with the same model."""
+    row = dict(runs[0])
+    speeds = [r["pixels_per_s"] for r in runs]
+    row["pixels_per_s"] = float(np.median(speeds))
+    row["seconds"] = float(np.median([r["seconds"] for r in runs]))
+    row["runs_pixels_per_s"] = speeds
+    row["peak_rss_mib"] = max(r["peak_rss_mib"] for r in runs)
+    row.update(export_info)
+    return row
+
+
+def same_round_ratios(runs: dict[str, list[dict]]) -> dict[str, dict]:
+    """Each ONNX variant's speed over PyTorch's in the same round, then the median: the fair
+    comparison on a machine whose speed drifts between minutes."""
+    if "torch" not in runs:
+        return {}
+    out = {}
+    for v, rs in runs.items():
+        if v != "torch":
+            ratios = [r["pixels_per_s"] / t["pixels_per_s"] for r, t in zip(rs, runs["torch"])]
+            out[v] = {"median": float(np.median(ratios)), "rounds": ratios}
+    return out
+
+
 def main() -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--checkpoint", default=None, help="trained Trento checkpoint (default: train a small one)")
@@ -141,6 +177,7 @@ def main() -> int:
     p.add_argument("--max-pixels", type=int, default=0, help="time only the first N pixels (0: the whole scene)")
     p.add_argument("--test-pixels", type=int, default=0, help="OA on N random test pixels (0: all)")
     p.add_argument("--variants", default="torch,fp32,fp16,int8")
+    p.add_argument("--repeats", type=int, default=3, help="interleaved rounds of every variant (median reported)")
     p.add_argument("--worker", action="store_true", help=argparse.SUPPRESS)
     p.add_argument("--variant", default=None, help=argparse.SUPPRESS)
     p.add_argument("--model", default=None, help=argparse.SUPPRESS)
@@ -176,24 +213,20 @@ def main() -> int:
         models[v] = path
         q = res.quantized or res.parity
         export_info[v] = {"size_bytes": path.stat().st_size, "vs_torch_max_abs_logit_diff": q.max_abs_diff, "vs_torch_argmax_agree": q.argmax_agree}
-    rows = []
-    for v in variants:
-        cmd = [sys.executable, __file__, "--worker", "--variant", v, "--config", args.config, "--checkpoint", str(ck), "--batch", str(args.batch), "--threads", str(args.threads), "--max-pixels", str(args.max_pixels), "--test-pixels", str(args.test_pixels)]
-        if v in models:
-            cmd += ["--model", str(models[v])]
-        r = subprocess.run(cmd, capture_output=True, text=True, cwd=ROOT)
-        if r.returncode != 0:
-            raise SystemExit(f"worker {v} failed:\n{r.stderr[-3000:]}")
-        row = json.loads(r.stdout.strip().splitlines()[-1])
-        row["size_bytes"] = export_info.get(v, {}).get("size_bytes", ck.stat().st_size)
-        row.update({k: val for k, val in export_info.get(v, {}).items() if k != "size_bytes"})
-        rows.append(row)
-    doc = {"config": args.config, "checkpoint": str(ck), "batch": args.batch, "threads": args.threads, "max_pixels": args.max_pixels, "test_pixels": args.test_pixels, "results": rows}
+    runs: dict[str, list[dict]] = {v: [] for v in variants}
+    for rep in range(args.repeats):  # interleaved rounds: a slow spell of the machine hits every variant
+        for v in variants:
+            print(f"round {rep + 1}/{args.repeats}: {v}", flush=True)
+            runs[v].append(run_worker(args, v, ck, models.get(v)))
+    rows = [summarise(v, runs[v], export_info.get(v, {"size_bytes": ck.stat().st_size})) for v in variants]
+    doc = {"config": args.config, "checkpoint": str(ck), "batch": args.batch, "threads": args.threads, "max_pixels": args.max_pixels, "test_pixels": args.test_pixels, "repeats": args.repeats, "results": rows, "ratios_vs_torch": same_round_ratios(runs)}
     RESULTS.parent.mkdir(parents=True, exist_ok=True)
     RESULTS.write_text(json.dumps(doc, indent=2))
     print(f"{'variant':<8} {'runtime':<22} {'px/s':>9} {'pixels':>8} {'peak RSS MiB':>13} {'size MB':>8} {'OA %':>7}")
     for r in rows:
         print(f"{r['variant']:<8} {r['provider']:<22} {r['pixels_per_s']:>9.0f} {r['pixels']:>8} {r['peak_rss_mib']:>13.0f} {r['size_bytes'] / 1e6:>8.2f} {100 * r['oa']:>7.2f}")
+    for v, r in doc["ratios_vs_torch"].items():
+        print(f"{v} vs torch, same round: {r['median']:.2f}x (rounds: {', '.join(f'{x:.2f}' for x in r['rounds'])})")
     print(f"wrote {RESULTS}")
     return 0
 

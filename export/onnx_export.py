@@ -119,8 +119,12 @@ def _adaptive_avg_pool2d(x: torch.Tensor, output_size) -> torch.Tensor:
     cannot lower ``adaptive_avg_pool2d`` once the batch axis is dynamic (the diffusion features
     reshape K*B samples, and ONNX shape inference loses the static spatial size); the spatial
     sizes are static here, so the bins are Python constants."""
+    import torch.nn.functional as F
+
     oh, ow = (output_size, output_size) if isinstance(output_size, int) else output_size
     h, w = int(x.shape[-2]), int(x.shape[-1])
+    if h % oh == 0 and w % ow == 0:  # equal bins: one AveragePool node, not oh * ow slices
+        return F.avg_pool2d(x, (h // oh, w // ow))
     rows = []
     for i in range(oh):
         r0, r1 = (i * h) // oh, -((-(i + 1) * h) // oh)

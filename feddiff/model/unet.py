@@ -190,9 +190,14 @@ class DenoisingUNet(nn.Module):
         extra = self.padded - x.shape[-1]
         return F.pad(x, (0, extra, 0, extra), mode="replicate") if extra else x
 
-    def _encode(self, x: torch.Tensor, t: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, list[torch.Tensor]]:
+    def stem(self, x: torch.Tensor) -> torch.Tensor:
+        """The first convolution (after padding). It is linear in ``x``, which lets feature
+        extraction run it once per patch instead of once per timestep."""
+        return self.conv_in(self._pad(x))
+
+    def _encode(self, x: torch.Tensor, t: torch.Tensor, stem: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor, list[torch.Tensor]]:
         temb = self.time_mlp(timestep_embedding(t, self.base_channels))
-        h = self.conv_in(self._pad(x))
+        h = self.stem(x) if stem is None else stem
         hs = [h]
         for block in self.down:
             if isinstance(block[0], ResBlock):
@@ -204,8 +209,13 @@ class DenoisingUNet(nn.Module):
         return h, temb, hs
 
     def encode(self, x: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
-        """Middle-block output (B, mid_channels, mid_size, mid_size): the diffusion feature."""
+        """Middle-block output (B, mid_channels, mid_size, mid_size): the diffusion feature.
+        ``t`` is one timestep per sample, or shape (1,) for one timestep shared by the batch."""
         return self._encode(x, t)[0]
+
+    def encode_stem(self, stem: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
+        """``encode`` from a precomputed ``stem(x)``."""
+        return self._encode(stem, t, stem)[0]
 
     def forward(self, x: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
         h, temb, hs = self._encode(x, t)

@@ -105,3 +105,22 @@ def test_diffusion_features_are_deterministic_and_branch_seeded():
         assert torch.equal(a.features(x), b.features(x))
         assert torch.equal(a.flat_features(x), b.flat_features(x))
     assert a.features(x).shape == (3, 2 * 16, 4, 4)
+
+
+@pytest.mark.parametrize("patch", [8, 7])
+def test_diffusion_features_equal_the_direct_noisy_encode(patch):
+    """The shared stem and per-timestep passes are shortcuts, not a different feature: each
+    timestep's block must equal encode(sqrt(ab) x + sqrt(1 - ab) noise, t) computed directly
+    (7 x 7 patches also check the replicate padding commutes with the shortcut)."""
+    spec = dataclasses.replace(SMALL, patch_size=patch)
+    f = build_branch(4, spec, 0, "hsi").features
+    with torch.no_grad():
+        for p in f.unet.conv_in.parameters():
+            p.add_(0.5 * torch.randn_like(p))  # a non-trivial bias too
+        x = torch.randn(5, 4, patch, patch)
+        got = f(x)
+        c = f.unet.mid_channels
+        for k, t in enumerate(f.timesteps):
+            xt = f.sqrt_ab[k] * x + f.sqrt_1mab[k] * f.noise[k]
+            want = f.unet.encode(xt, torch.full((5,), t, dtype=torch.long))
+            assert torch.allclose(got[:, k * c : (k + 1) * c], want, atol=1e-5)
