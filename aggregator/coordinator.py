@@ -15,7 +15,7 @@ import json
 import logging
 import time
 from dataclasses import dataclass
-from typing import Optional
+from typing import Iterator, Optional
 
 import numpy as np
 import torch
@@ -32,6 +32,7 @@ from aggregator.state import JobState, StateStore
 from aggregator.status import StatusBoard
 
 log = logging.getLogger("feddiff.aggregator")
+MAX_EARLY = 256  # replies kept for a later collect; more than any pipeline depth needs
 
 
 def json_key(value: object) -> Optional[str]:
@@ -87,6 +88,7 @@ class Coordinator:
         self.hellos: dict[str, dict] = {}
         self.scene_shape: tuple = ()
         self.stop_requested = False
+        self.early: dict[tuple, object] = {}  # (kind, round, step, sender) -> reply of this attempt not yet awaited
 
     def _load_group_contexts(self) -> None:
         """HE with horizontal groups: the public CKKS context of each group, enough to add the
@@ -116,7 +118,7 @@ class Coordinator:
 
     def collect(self, kind: str, expected: set[str], rnd: int, step: int, timeout: float) -> dict:
         deadline = time.monotonic() + timeout
-        got: dict = {}
+        got: dict = {c: self.early.pop((kind, rnd, step, c)) for c in expected if (kind, rnd, step, c) in self.early}
         while expected - set(got):
             if self.stop_requested:
                 raise RoundFailed("stopping", [])
@@ -146,8 +148,12 @@ class Coordinator:
                     continue
                 got[sender] = msg
                 continue
-            if msg.header.content_type == kind and meta.get("attempt") == self.state.attempt and msg.header.round == rnd and msg.header.step == step:
+            if meta.get("attempt") != self.state.attempt:
+                continue
+            if msg.header.content_type == kind and msg.header.round == rnd and msg.header.step == step:
                 got[sender] = msg
+            elif len(self.early) < MAX_EARLY:  # pipelined requests: an answer can come before it is awaited
+                self.early[(msg.header.content_type, msg.header.round, msg.header.step, sender)] = msg
         return got
 
     # -- rounds ------------------------------------------------------------------------------------
@@ -216,6 +222,7 @@ class Coordinator:
         after a station's one-off local pretraining, hence the generous timeout."""
         self.state.attempt += 1
         self.hellos.clear()
+        self.early.clear()
         for c in self.parties:
             self._send_job(c, rnd)
         pretrain_budget = self.fed.round_timeout_s + 30 + 0.5 * self.cfg.train.pretrain_steps
@@ -229,66 +236,89 @@ class Coordinator:
                 masks[c] = masks.get(c, np.zeros(rows.shape[0], bool)) | mask
         return masks
 
-    def _assemble(self, replies: dict, masks: dict[str, np.ndarray], n: int) -> dict[str, torch.Tensor]:
+    def _assemble(self, replies: dict, masks: dict[str, np.ndarray], rows: np.ndarray, cols: np.ndarray) -> dict[str, torch.Tensor]:
         """Put every station's dequantised codes into per-modality batch tensors, in batch order."""
         wire: dict[str, torch.Tensor] = {}
         for m in self.modalities:
-            for c, own in jobs.owners(self.clients, m, self._rows, self._cols).items():
+            for c, own in jobs.owners(self.clients, m, rows, cols).items():
                 arr = replies[c].arrays
                 codes = torch.from_numpy(np.asarray(arr[f"codes_{m}"])).float() * torch.from_numpy(np.asarray(arr[f"scale_{m}"])).float()[:, None]
                 if m not in wire:
-                    wire[m] = torch.zeros(n, codes.shape[1])
+                    wire[m] = torch.zeros(rows.shape[0], codes.shape[1])
                 pos = np.flatnonzero(own[masks[c]])
                 wire[m][torch.from_numpy(np.flatnonzero(own))] = codes[torch.from_numpy(pos)]
         return wire
 
-    def forward_batch(self, rnd: int, step: int, rows: np.ndarray, cols: np.ndarray, dih: Optional[np.ndarray], train: bool):
-        self._rows, self._cols = rows, cols
+    def request_features(self, rnd: int, step: int, rows: np.ndarray, cols: np.ndarray, dih: Optional[np.ndarray], train: bool) -> dict[str, np.ndarray]:
+        """FORWARD to every station involved in the batch; returns their sample masks."""
         masks = self._requests(rows, cols)
         for c, mask in masks.items():
             arrays = {"rows": rows[mask].astype(np.int32), "cols": cols[mask].astype(np.int32)}
             if dih is not None:
                 arrays["dihedral"] = dih[mask].astype(np.uint8)
             self.send(c, jobs.FORWARD, arrays, round=rnd, step=step, meta={"train": train})
-        replies = self.collect(jobs.FEATURES, set(masks), rnd, step, self.fed.round_timeout_s)
-        return self._assemble(replies, masks, rows.shape[0]), masks
+        return masks
+
+    def feature_stream(self, rnd: int, batches: list[tuple], train: bool) -> Iterator[tuple[dict[str, torch.Tensor], dict[str, np.ndarray]]]:
+        """(features, masks) of each (rows, cols, dihedral) batch, in order. The next batch is
+        requested before the current one is handed out, so the stations work on it while the
+        head runs here: in evaluation they answer at once, in training they compute its frozen
+        diffusion features and answer once the current step's gradient has been applied (the
+        result is exactly the unpipelined one)."""
+        if not batches:
+            return
+        masks = self.request_features(rnd, 0, *batches[0], train)
+        for step, (rows, cols, _) in enumerate(batches):
+            replies = self.collect(jobs.FEATURES, set(masks), rnd, step, self.fed.round_timeout_s)
+            current = masks
+            if step + 1 < len(batches):
+                masks = self.request_features(rnd, step + 1, *batches[step + 1], train)
+            yield self._assemble(replies, current, rows, cols), current
 
     def train_round(self, rnd: int) -> dict:
         t = self.cfg.train
         set_lr(self.optimizer, cosine_lr(t.lr, rnd, t.epochs))
         self.head.train()
         plan = epoch_plan(len(self.labels.train), t.batch_size, epoch_rng(t.seed, rnd), t.augment)
-        y_all = torch.from_numpy(self.labels.train.labels).long()
         self.backward_sent = {}  # station -> BACKWARDs sent this attempt; checked at COMMIT
         sums = {"total": 0.0, "ce": 0.0, "mse": 0.0, "l2": 0.0}
         correct = 0
-        for step, (idx, dih) in enumerate(plan):
+        for idx, parts, ok in (self.he_steps if self.he else self.plain_steps)(rnd, plan):
+            correct += ok
+            for k in sums:
+                sums[k] += parts.get(k, 0.0) * idx.shape[0]
+        n = len(self.labels.train)
+        return {"round": rnd, "steps": len(plan), "train_acc": correct / n, **{k: v / n for k, v in sums.items()}}
+
+    def plain_steps(self, rnd: int, plan: list) -> Iterator[tuple[np.ndarray, dict, int]]:
+        """(batch, loss parts, correct) per step: codes in, head and loss here, code gradients out."""
+        t = self.cfg.train
+        y_all = torch.from_numpy(self.labels.train.labels).long()
+        train = self.labels.train
+        stream = self.feature_stream(rnd, [(train.rows[idx], train.cols[idx], dih) for idx, dih in plan], True)
+        for step, ((idx, _), (wire, masks)) in enumerate(zip(plan, stream)):
             self.status.update(phase="training", round=rnd, step=step, steps=len(plan))
-            if self.he:
-                parts, ok = self.he_step(rnd, step, idx, dih)
-                correct += ok
-                for k in ("total", "ce"):
-                    sums[k] += parts[k] * idx.shape[0]
-                continue
-            wire, masks = self.forward_batch(rnd, step, self.labels.train.rows[idx], self.labels.train.cols[idx], dih, True)
             leaves = {m: w.clone().requires_grad_(True) for m, w in wire.items()}
             logits, singles = self.head(leaves)
             self.optimizer.zero_grad(set_to_none=True)
             if self.holder is None:
                 loss, parts = feddiff_loss(logits, singles, y_all[idx], self.head.named_parameters(), t.mse_weight, t.l2)
                 loss.backward()
+                ok = int((logits.argmax(1) == y_all[idx]).sum())
             else:
-                parts, acc = self.remote_ce_backward(rnd, step, idx, logits, singles)
+                parts, ok = self.remote_ce_backward(rnd, step, idx, logits, singles)
             self.optimizer.step()
             for c, mask in masks.items():
                 grads = {f"grad_{m}": leaves[m].grad[torch.from_numpy(mask)].numpy() for m in self.clients[c].modalities if m in leaves}
                 self.send(c, jobs.BACKWARD, grads, round=rnd, step=step)
                 self.backward_sent[c] = self.backward_sent.get(c, 0) + 1
-            correct += int((logits.argmax(1) == y_all[idx]).sum()) if self.holder is None else acc
-            for k in sums:
-                sums[k] += parts.get(k, 0.0) * idx.shape[0]
-        n = len(self.labels.train)
-        return {"round": rnd, "steps": len(plan), "train_acc": correct / n, **{k: v / n for k, v in sums.items()}}
+            yield idx, parts, ok
+
+    def he_steps(self, rnd: int, plan: list) -> Iterator[tuple[np.ndarray, dict, int]]:
+        for step, (idx, dih) in enumerate(plan):
+            self.status.update(phase="training", round=rnd, step=step, steps=len(plan))
+            parts, ok = self.he_step(rnd, step, idx, dih)
+            yield idx, {k: parts[k] for k in ("total", "ce")}, ok
 
     def remote_ce_backward(self, rnd: int, step: int, idx: np.ndarray, logits: torch.Tensor, singles: dict) -> tuple[dict, int]:
         """A station holds the labels: it returns d CE / d logits; the label-free terms (MSE tying
@@ -451,13 +481,16 @@ class Coordinator:
         """Same path as training, without gradients; ``tag`` keeps eval steps apart from training."""
         self.head.eval()
         out = np.empty(rows.shape[0], dtype=np.int64)
-        for i, idx in enumerate(batches(rows.shape[0], self.cfg.train.eval_batch, None)):
-            self.status.update(phase="evaluating", step=i)
-            if self.he:
+        parts = list(batches(rows.shape[0], self.cfg.train.eval_batch, None))
+        if self.he:
+            for i, idx in enumerate(parts):
+                self.status.update(phase="evaluating", step=i)
                 self._fused(tag, i, rows[idx], cols[idx], None, False, {})
                 out[idx] = self.collect(jobs.PREDICTIONS, {self.holder}, tag, i, self.fed.round_timeout_s)[self.holder].arrays["pred"]
-                continue
-            wire, _ = self.forward_batch(tag, i, rows[idx], cols[idx], None, False)
+            return out
+        stream = self.feature_stream(tag, [(rows[idx], cols[idx], None) for idx in parts], False)
+        for i, (idx, (wire, _)) in enumerate(zip(parts, stream)):
+            self.status.update(phase="evaluating", step=i)
             out[idx] = self.head(wire)[0].argmax(1).numpy()
         return out
 

@@ -54,6 +54,7 @@ class EdgeAgent:
         self.is_label_holder = cfg.federation.label_holder == name
         self.channel = None
         self.attempt = -1
+        self.deferred: Optional[tuple] = None  # (awaited BACKWARD key, FORWARD key, arrays, train, own, inputs)
 
     def connect(self) -> None:
         fed = self.cfg.federation
@@ -132,11 +133,22 @@ class EdgeAgent:
         if kind == jobs.FORWARD:
             train = bool(meta.get("train"))
             dih = arrays.get("dihedral") if train else None
-            own = {m: arrays[f"own_{m}"] for m in self.station.modalities if f"own_{m}" in arrays}
-            feats = self.station.forward(key, arrays["rows"], arrays["cols"], dih, train, own or None)
-            self.send(jobs.FEATURES, feats, round=rnd, step=step, meta={"attempt": self.attempt})
+            own = {m: arrays[f"own_{m}"] for m in self.station.modalities if f"own_{m}" in arrays} or None
+            inputs = self.station.inputs(arrays["rows"], arrays["cols"], dih, own)
+            previous = (rnd, step - 1, self.attempt)
+            if train and self.station.awaits_gradient(previous):
+                # the aggregator asks for step s+1 before step s's gradient has arrived, so that the
+                # frozen features above were computed meanwhile; the trainable part needs the
+                # updated weights, so the answer waits for that gradient
+                self.deferred = (previous, key, arrays, train, own, inputs)
+                return False
+            self.answer_forward(key, arrays, train, own, inputs)
         elif kind == jobs.BACKWARD:
             self.station.backward(key, arrays)
+            if self.deferred is not None and self.deferred[0] == key:
+                _, nxt, nxt_arrays, train, own, inputs = self.deferred
+                self.deferred = None
+                self.answer_forward(nxt, nxt_arrays, train, own, inputs)
         elif kind == jobs.GET_WEIGHTS:
             n = int(meta.get("samples", {}).get(self.name, 0))
             if self.station.he:  # only ciphertexts under the group key leave in HE mode
@@ -170,6 +182,12 @@ class EdgeAgent:
             log.info("station %s committed round %d", self.name, rnd)
         return False
 
+    def answer_forward(self, key: tuple, arrays: dict, train: bool, own: Optional[dict], inputs: dict) -> None:
+        rnd, step, _ = key
+        dih = arrays.get("dihedral") if train else None
+        feats = self.station.forward(key, arrays["rows"], arrays["cols"], dih, train, own, inputs)
+        self.send(jobs.FEATURES, feats, round=rnd, step=step, meta={"attempt": self.attempt})
+
     def on_logits(self, rnd: int, step: int, arrays: dict) -> None:
         """Label holder: cross-entropy and its gradient w.r.t. the logits; labels never leave."""
         import torch
@@ -195,6 +213,7 @@ class EdgeAgent:
         if not self.station.ready:
             log.info("station %s: pretraining its denoiser(s) locally", self.name)
             self.station.prepare(arrays["train_rows"], arrays["train_cols"], self.progress)
+        self.deferred = None  # a request of the abandoned attempt
         self.station.rollback_to(rnd)
         self.station.begin_round(rnd)
         self.attempt = attempt

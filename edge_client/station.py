@@ -158,16 +158,13 @@ class Station:
         set_lr(self.optimizer, cosine_lr(self.cfg.train.lr, rnd, self.cfg.train.epochs))
         self.applied_steps = 0
 
-    def forward(self, key: tuple, rows: np.ndarray, cols: np.ndarray, dihedral: Optional[np.ndarray], train: bool,
-                own: Optional[dict[str, np.ndarray]] = None) -> dict[str, np.ndarray]:
-        """Packed codes for each of this station's modalities; in training the graph is kept
-        until the matching BACKWARD arrives. ``own`` (HE mode) maps a modality to the samples of
-        the batch this station answers for; its other rows contribute zeros to the encrypted sum."""
-        out: dict[str, np.ndarray] = {}
-        held: dict[str, torch.Tensor] = {}
-        z = None
+    def inputs(self, rows: np.ndarray, cols: np.ndarray, dihedral: Optional[np.ndarray], own: Optional[dict[str, np.ndarray]] = None) -> dict[str, tuple]:
+        """Per modality, (selected rows or None, patches, frozen diffusion features): the part of
+        a forward that does not depend on the weights being trained, so the agent can compute it
+        for the next step while the last step's gradient is still on its way. ``own`` (HE mode)
+        maps a modality to the samples of the batch this station answers for."""
+        out: dict[str, tuple] = {}
         for m, b in self.branches.items():
-            b.train(train)
             sel = None if own is None or own.get(m) is None else np.flatnonzero(np.asarray(own[m]).astype(bool))
             if sel is not None and sel.size == 0:
                 continue  # another station of this modality answers for the whole batch
@@ -175,8 +172,26 @@ class Station:
             if dihedral is not None:
                 d = dihedral if sel is None else dihedral[sel]
                 x = apply_dihedral(x, torch.from_numpy(d.astype(np.int64)))
+            with torch.no_grad():
+                out[m] = (sel, x, b.diffusion_features(x))
+        return out
+
+    def forward(self, key: tuple, rows: np.ndarray, cols: np.ndarray, dihedral: Optional[np.ndarray], train: bool,
+                own: Optional[dict[str, np.ndarray]] = None, inputs: Optional[dict[str, tuple]] = None) -> dict[str, np.ndarray]:
+        """Packed codes for each of this station's modalities; in training the graph is kept
+        until the matching BACKWARD arrives. ``inputs``: ``self.inputs(...)`` of the same batch
+        if already computed. In HE mode, rows this station does not answer for contribute zeros
+        to the encrypted sum."""
+        inputs = self.inputs(rows, cols, dihedral, own) if inputs is None else inputs
+        n = rows.shape[0]
+        out: dict[str, np.ndarray] = {}
+        held: dict[str, torch.Tensor] = {}
+        z = None
+        for m, (sel, x, feats) in inputs.items():
+            b = self.branches[m]
+            b.train(train)
             with torch.set_grad_enabled(train):
-                flat = b.flat_features(x)
+                flat = b.flat_features(x, feats)
                 codes = b.encoder.project(flat) if b.encoder is not None else flat
             packed = quantise(codes.detach(), b.encoder.bits) if b.encoder is not None else Packed(codes.detach().float(), torch.ones(codes.shape[0]))
             if self.he:
@@ -184,7 +199,7 @@ class Station:
                     deq = packed.codes.float() * packed.scale[:, None]
                     part = self.he_proj[m](codes + (deq - codes).detach())
                     if sel is not None:  # scatter into the full batch: the sum stays aligned per sample
-                        part = torch.zeros(rows.shape[0], part.shape[1]).index_put((torch.from_numpy(sel),), part)
+                        part = torch.zeros(n, part.shape[1]).index_put((torch.from_numpy(sel),), part)
                 z = part if z is None else z + part
                 continue
             out[f"codes_{m}"] = packed.codes.numpy()
@@ -193,12 +208,15 @@ class Station:
                 held[m] = codes
         if self.he:
             if z is None:
-                z = torch.zeros(rows.shape[0], self.cfg.model.he_dim)
+                z = torch.zeros(n, self.cfg.model.he_dim)
             out = self._encrypt(z.detach().numpy())
             held = {"z": z}
         if train:
             self.pending = {key: held}
         return out
+
+    def awaits_gradient(self, key: tuple) -> bool:
+        return key in self.pending
 
     def _encrypt(self, z: np.ndarray) -> dict[str, np.ndarray]:
         """HE mode: only ciphertexts of this station's projected features leave it."""

@@ -62,19 +62,25 @@ class ModalityBranch(nn.Module):
         for p in self.unet.parameters():
             p.requires_grad_(False)
 
-    def maps(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """(raw, diff) maps of shape (B, hc, 2, 2)."""
+    def diffusion_features(self, x: torch.Tensor) -> torch.Tensor:
+        """The diffusion-path input: frozen-denoiser features (the patch itself in the ablation).
+        Apart from ``maps`` because, with the denoiser frozen, it does not depend on the weights
+        being trained: a station computes it for the next step while the last step's gradient
+        is still on its way."""
+        if self.features is None:
+            return x
+        with torch.set_grad_enabled(torch.is_grad_enabled() and any(p.requires_grad for p in self.unet.parameters())):
+            return self.features(x)
+
+    def maps(self, x: torch.Tensor, feats: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+        """(raw, diff) maps of shape (B, hc, 2, 2); ``feats``: ``diffusion_features(x)`` if known."""
         raw = F.adaptive_avg_pool2d(self.raw_path(x), 2)
-        if self.features is not None:
-            with torch.set_grad_enabled(torch.is_grad_enabled() and any(p.requires_grad for p in self.unet.parameters())):
-                feats = self.features(x)
-        else:
-            feats = x
+        feats = self.diffusion_features(x) if feats is None else feats
         diff = F.adaptive_avg_pool2d(self.diff_path(feats), 2)
         return raw, diff
 
-    def flat_features(self, x: torch.Tensor) -> torch.Tensor:
-        raw, diff = self.maps(x)
+    def flat_features(self, x: torch.Tensor, feats: torch.Tensor | None = None) -> torch.Tensor:
+        raw, diff = self.maps(x, feats)
         return torch.cat([raw.flatten(1), diff.flatten(1)], dim=1)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:

@@ -100,6 +100,39 @@ def test_full_federated_run(tmp_path, mosquitto):
     # raw data never left the stations: what a station sent is codes, far below its raster size
     sent = json.loads((tmp_path / "state" / "hsi_station" / "station.json").read_text())["bytes_sent"]
     assert 0 < sent < 40 * 48 * 12 * 4 * JOB["train"]["epochs"]
+    assert_centralised_trajectory(job, tmp_path / "state", r["history"])
+
+
+def assert_centralised_trajectory(job, state, history):
+    """Cut at the wire, pipelined (stations compute the next batch's frozen features before the
+    current gradient arrives), the job must still be plain stage-2 training: the same losses,
+    round by round, as centralised training on the stations' own pretrained denoisers. A
+    station that answered the next step with stale weights would drift away at once."""
+    import torch
+
+    from feddiff.config import load_config
+    from feddiff.data.loader import load_scene
+    from feddiff.data.normalise import BandStats
+    from feddiff.model.net import FedDiffNet
+    from feddiff.model.prepare import PatchSource, pixel_sets
+    from feddiff.model.train import set_seed, train_classifier
+
+    cfg = load_config(job)
+    scene = load_scene(cfg)
+    set_seed(cfg.train.seed, 1)
+    net = FedDiffNet({m: scene.modalities[m].shape[2] for m in scene.modalities}, scene.num_classes, cfg.model, cfg.train.seed)
+    srcs = {}
+    for station in ("hsi_station", "lidar_station"):
+        pre = torch.load(state / station / "pretrained.pt", weights_only=True)
+        for m, sd in pre["unet"].items():
+            net.branches[m].unet.load_state_dict(sd)
+            net.branches[m].freeze_denoiser()
+            srcs[m] = PatchSource(scene.modalities[m], BandStats.from_dict(pre["stats"][m]), cfg.model.patch_size)
+    want = train_classifier(net, {m: srcs[m] for m in net.modalities}, pixel_sets(scene)[0], cfg, progress=False)
+    for got, ref in zip(history, want, strict=True):
+        for k in ("ce", "mse"):  # "total" differs by design: each station adds its own L2 term
+            assert got[k] == pytest.approx(ref[k], rel=1e-4), (k, got, ref)
+        assert got["train_acc"] == pytest.approx(ref["train_acc"], abs=1e-9), (got, ref)
 
 
 def test_station_as_label_holder_matches_aggregator_as_label_holder(tmp_path, mosquitto):
