@@ -92,6 +92,7 @@ def render_conf(broker_dir: Path, ca_cert: Path, port: int = DEFAULT_PORT, bind:
             f"password_file {broker_dir / 'passwd'}",
             f"acl_file {broker_dir / 'acl'}",
             "persistence false",
+            "set_tcp_nodelay true",  # small request/reply messages: no 40 ms Nagle/delayed-ACK stalls
             "",
             listener,
             "protocol mqtt",

@@ -226,7 +226,7 @@ def start_mosquitto(
             lines += ["persistence true", f"persistence_location {workdir}/", "autosave_interval 1"]
         else:
             lines.append("persistence false")
-        lines += ["max_queued_messages 100000", "message_size_limit 0"]
+        lines += ["max_queued_messages 100000", "message_size_limit 0", "set_tcp_nodelay true"]  # see transport.mqtt._no_delay
         if os.geteuid() == 0 and "user " not in conf_extra:
             lines.append("user root")  # as root Mosquitto would drop to 'mosquitto' and lose the workdir
         conf = workdir / "mosquitto.conf"

@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import logging
 import queue
+import socket
 import ssl
 import threading
 import time
@@ -117,6 +118,7 @@ class MqttTransport:
         self.client.max_inflight_messages_set(max_inflight)
         self.client.max_queued_messages_set(0)  # publish() itself bounds what is outstanding
         self.client.reconnect_delay_set(min_delay=reconnect_min_s, max_delay=reconnect_max_s)  # type: ignore[arg-type]
+        self.client.on_socket_open = _no_delay
         self.client.on_connect = self._on_connect
         self.client.on_disconnect = self._on_disconnect
         self.client.on_message = self._on_message
@@ -333,6 +335,17 @@ class MqttTransport:
 
 
 _paho_log = logging.getLogger("feddiff.transport.paho")
+
+
+def _no_delay(client, userdata, sock) -> None:
+    """Disable Nagle's algorithm on the broker connection. A federated step is a chain of small
+    request/reply messages: with Nagle on either end, each one waits for the peer's delayed
+    ACK (40 ms on Linux), measured here as 88 ms per round trip instead of 0.6 ms. The broker
+    needs the same (``set_tcp_nodelay true``, written into every config we generate)."""
+    try:
+        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+    except (OSError, AttributeError):  # not a TCP socket (a unix socket or a websocket wrapper)
+        pass
 
 
 def _on_paho_log(client, userdata, level, buf: str) -> None:

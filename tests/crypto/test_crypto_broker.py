@@ -191,3 +191,10 @@ def test_password_of_another_party_does_not_grant_its_topics(connect, job_templa
     lidar_pw = (job_template / "parties/lidar/mqtt_password").read_text().strip()
     peer = connect("hsi", password=lidar_pw)
     assert not peer.connected
+
+
+def test_generated_broker_config_disables_nagle(job_template: Path) -> None:
+    """The broker end of TCP_NODELAY (the client end is tested in tests/transport): without it
+    every relayed request waits for a delayed ACK. The broker fixture above runs this config,
+    so Mosquitto accepts the option."""
+    assert "set_tcp_nodelay true" in (job_template / "broker/mosquitto.conf").read_text().splitlines()
