@@ -15,7 +15,7 @@ import json
 import logging
 import time
 from dataclasses import dataclass
-from typing import Iterator, Optional
+from typing import Callable, Iterator, Optional
 
 import numpy as np
 import torch
@@ -259,21 +259,29 @@ class Coordinator:
             self.send(c, jobs.FORWARD, arrays, round=rnd, step=step, meta={"train": train})
         return masks
 
-    def feature_stream(self, rnd: int, batches: list[tuple], train: bool) -> Iterator[tuple[dict[str, torch.Tensor], dict[str, np.ndarray]]]:
-        """(features, masks) of each (rows, cols, dihedral) batch, in order. The next batch is
-        requested before the current one is handed out, so the stations work on it while the
-        head runs here: in evaluation they answer at once, in training they compute its frozen
-        diffusion features and answer once the current step's gradient has been applied (the
-        result is exactly the unpipelined one)."""
+    def pipelined(self, rnd: int, batches: list[tuple], request: Callable, receive: Callable) -> Iterator:
+        """``receive``'s result for each (rows, cols, dihedral) batch, in order. The next batch is
+        requested before the current one is handed out, so the stations work on it while this
+        side runs the head: in evaluation they answer at once, in training they compute its
+        frozen diffusion features and answer once the current step's gradient has been applied
+        (see the edge agent), so the result is exactly the unpipelined one."""
         if not batches:
             return
-        masks = self.request_features(rnd, 0, *batches[0], train)
-        for step, (rows, cols, _) in enumerate(batches):
-            replies = self.collect(jobs.FEATURES, set(masks), rnd, step, self.fed.round_timeout_s)
-            current = masks
+        pending = request(rnd, 0, *batches[0])
+        for step, batch in enumerate(batches):
+            got = receive(rnd, step, batch, pending)
             if step + 1 < len(batches):
-                masks = self.request_features(rnd, step + 1, *batches[step + 1], train)
-            yield self._assemble(replies, current, rows, cols), current
+                pending = request(rnd, step + 1, *batches[step + 1])
+            yield got
+
+    def feature_stream(self, rnd: int, batches: list[tuple], train: bool) -> Iterator[tuple[dict[str, torch.Tensor], dict[str, np.ndarray]]]:
+        """(features, masks) per batch: packed codes assembled into per-modality tensors."""
+
+        def receive(rnd: int, step: int, batch: tuple, masks: dict) -> tuple:
+            replies = self.collect(jobs.FEATURES, set(masks), rnd, step, self.fed.round_timeout_s)
+            return self._assemble(replies, masks, batch[0], batch[1]), masks
+
+        return self.pipelined(rnd, batches, lambda rnd, step, rows, cols, dih: self.request_features(rnd, step, rows, cols, dih, train), receive)
 
     def train_round(self, rnd: int) -> dict:
         t = self.cfg.train
@@ -315,10 +323,18 @@ class Coordinator:
             yield idx, parts, ok
 
     def he_steps(self, rnd: int, plan: list) -> Iterator[tuple[np.ndarray, dict, int]]:
-        for step, (idx, dih) in enumerate(plan):
+        """HE mode: the encrypted fused features go to the label holder, which runs the head and
+        returns the gradient of the (encrypted-summed) features for every station."""
+        train = self.labels.train
+        stream = self.encrypted_stream(rnd, [(train.rows[idx], train.cols[idx], dih) for idx, dih in plan], True)
+        for step, ((idx, _), (fused, masks)) in enumerate(zip(plan, stream)):
             self.status.update(phase="training", round=rnd, step=step, steps=len(plan))
-            parts, ok = self.he_step(rnd, step, idx, dih)
-            yield idx, {k: parts[k] for k in ("total", "ce")}, ok
+            self.send(self.holder, jobs.FUSED, {**fused, "idx": idx.astype(np.int64)}, round=rnd, step=step, meta={"train": True})
+            reply = self.collect(jobs.HEAD_GRAD, {self.holder}, rnd, step, self.fed.round_timeout_s)[self.holder]
+            for c in masks:
+                self.send(c, jobs.BACKWARD, {"grad_z": reply.arrays["grad_z"]}, round=rnd, step=step)
+                self.backward_sent[c] = self.backward_sent.get(c, 0) + 1
+            yield idx, {k: reply.meta[k] for k in ("total", "ce")}, int(reply.meta.get("correct", 0))
 
     def remote_ce_backward(self, rnd: int, step: int, idx: np.ndarray, logits: torch.Tensor, singles: dict) -> tuple[dict, int]:
         """A station holds the labels: it returns d CE / d logits; the label-free terms (MSE tying
@@ -347,11 +363,8 @@ class Coordinator:
                     out.setdefault(c, {})[f"own_{m}"] = mask.astype(np.uint8)
         return out
 
-    def _fused(self, rnd: int, step: int, rows: np.ndarray, cols: np.ndarray, dih: Optional[np.ndarray], train: bool, extra: dict) -> tuple:
-        """HE mode: stations' ciphertexts -> their homomorphic sum -> the label holder."""
-        from crypto.he import add_ciphertexts
-        from feddiff.protocol.arrays import arrays_to_blobs, blobs_to_arrays
-
+    def request_encrypted(self, rnd: int, step: int, rows: np.ndarray, cols: np.ndarray, dih: Optional[np.ndarray], train: bool) -> dict[str, np.ndarray]:
+        """HE mode: FORWARD of the whole batch to every involved station, with ownership masks."""
         masks = self._requests(rows, cols)
         own = self._ownership(rows, cols)
         for c in masks:
@@ -359,23 +372,23 @@ class Coordinator:
             if dih is not None:
                 arrays["dihedral"] = dih.astype(np.uint8)
             self.send(c, jobs.FORWARD, arrays, round=rnd, step=step, meta={"train": train})
-        replies = self.collect(jobs.FEATURES, set(masks), rnd, step, self.fed.round_timeout_s)
-        cts = None
-        for c in masks:
-            mine = arrays_to_blobs(replies[c].arrays, "ct")
-            cts = mine if cts is None else add_ciphertexts(self.public_ctx, cts, mine)
-        shape = replies[next(iter(masks))].arrays["shape"]
-        self.send(self.holder, jobs.FUSED, {**blobs_to_arrays("ct", cts), "shape": shape, **extra}, round=rnd, step=step, meta={"train": train})
         return masks
 
-    def he_step(self, rnd: int, step: int, idx: np.ndarray, dih: Optional[np.ndarray]) -> tuple[dict, int]:
-        rows, cols = self.labels.train.rows[idx], self.labels.train.cols[idx]
-        masks = self._fused(rnd, step, rows, cols, dih, True, {"idx": idx.astype(np.int64)})
-        reply = self.collect(jobs.HEAD_GRAD, {self.holder}, rnd, step, self.fed.round_timeout_s)[self.holder]
-        for c in masks:
-            self.send(c, jobs.BACKWARD, {"grad_z": reply.arrays["grad_z"]}, round=rnd, step=step)
-            self.backward_sent[c] = self.backward_sent.get(c, 0) + 1
-        return reply.meta, int(reply.meta.get("correct", 0))
+    def encrypted_stream(self, rnd: int, batches: list[tuple], train: bool) -> Iterator[tuple[dict[str, np.ndarray], dict[str, np.ndarray]]]:
+        """HE mode, per batch: (the homomorphic sum of the stations' ciphertexts as FUSED arrays,
+        masks). Nothing here can decrypt the sum; it goes on to the label holder."""
+        from crypto.he import add_ciphertexts
+        from feddiff.protocol.arrays import arrays_to_blobs, blobs_to_arrays
+
+        def receive(rnd: int, step: int, batch: tuple, masks: dict) -> tuple:
+            replies = self.collect(jobs.FEATURES, set(masks), rnd, step, self.fed.round_timeout_s)
+            cts = None
+            for c in masks:
+                mine = arrays_to_blobs(replies[c].arrays, "ct")
+                cts = mine if cts is None else add_ciphertexts(self.public_ctx, cts, mine)
+            return {**blobs_to_arrays("ct", cts), "shape": replies[next(iter(masks))].arrays["shape"]}, masks
+
+        return self.pipelined(rnd, batches, lambda rnd, step, rows, cols, dih: self.request_encrypted(rnd, step, rows, cols, dih, train), receive)
 
     def average_weights(self, rnd: int) -> dict[str, dict]:
         """Horizontal mode: FedAvg of each modality's branch weights over the stations holding
@@ -483,9 +496,10 @@ class Coordinator:
         out = np.empty(rows.shape[0], dtype=np.int64)
         parts = list(batches(rows.shape[0], self.cfg.train.eval_batch, None))
         if self.he:
-            for i, idx in enumerate(parts):
+            stream = self.encrypted_stream(tag, [(rows[idx], cols[idx], None) for idx in parts], False)
+            for i, (idx, (fused, _)) in enumerate(zip(parts, stream)):
                 self.status.update(phase="evaluating", step=i)
-                self._fused(tag, i, rows[idx], cols[idx], None, False, {})
+                self.send(self.holder, jobs.FUSED, fused, round=tag, step=i, meta={"train": False})
                 out[idx] = self.collect(jobs.PREDICTIONS, {self.holder}, tag, i, self.fed.round_timeout_s)[self.holder].arrays["pred"]
             return out
         stream = self.feature_stream(tag, [(rows[idx], cols[idx], None) for idx in parts], False)
