@@ -8,8 +8,12 @@ normalised, padded rasters, so pixels/s compares the runtimes and nothing else.
     python benchmarks/inference.py --checkpoint out/trento/model.pt
     python benchmarks/inference.py                       # trains a small model first (minutes)
     python benchmarks/inference.py --max-pixels 20000 --test-pixels 3000   # a quicker look
+    python benchmarks/inference.py --checkpoint C --batch 2048 --out benchmarks/results/inference_batch2048.json
 
-Writes benchmarks/results/inference.json and prints a table.
+The variants run in interleaved rounds (``--repeats``, default 3): this machine's speed drifts
+by tens of percent from one minute to the next, so each variant's median is reported, and each
+ONNX variant is also compared with PyTorch of the same round. Writes
+benchmarks/results/inference.json (or ``--out``) and prints a table.
 """
 
 from __future__ import annotations
@@ -177,6 +181,7 @@ def main() -> int:
     p.add_argument("--max-pixels", type=int, default=0, help="time only the first N pixels (0: the whole scene)")
     p.add_argument("--test-pixels", type=int, default=0, help="OA on N random test pixels (0: all)")
     p.add_argument("--variants", default="torch,fp32,fp16,int8")
+    p.add_argument("--out", default=str(RESULTS), help="results JSON (default: benchmarks/results/inference.json)")
     p.add_argument("--repeats", type=int, default=3, help="interleaved rounds of every variant (median reported)")
     p.add_argument("--worker", action="store_true", help=argparse.SUPPRESS)
     p.add_argument("--variant", default=None, help=argparse.SUPPRESS)
@@ -220,14 +225,15 @@ def main() -> int:
             runs[v].append(run_worker(args, v, ck, models.get(v)))
     rows = [summarise(v, runs[v], export_info.get(v, {"size_bytes": ck.stat().st_size})) for v in variants]
     doc = {"config": args.config, "checkpoint": str(ck), "batch": args.batch, "threads": args.threads, "max_pixels": args.max_pixels, "test_pixels": args.test_pixels, "repeats": args.repeats, "results": rows, "ratios_vs_torch": same_round_ratios(runs)}
-    RESULTS.parent.mkdir(parents=True, exist_ok=True)
-    RESULTS.write_text(json.dumps(doc, indent=2))
+    out = Path(args.out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps(doc, indent=2))
     print(f"{'variant':<8} {'runtime':<22} {'px/s':>9} {'pixels':>8} {'peak RSS MiB':>13} {'size MB':>8} {'OA %':>7}")
     for r in rows:
         print(f"{r['variant']:<8} {r['provider']:<22} {r['pixels_per_s']:>9.0f} {r['pixels']:>8} {r['peak_rss_mib']:>13.0f} {r['size_bytes'] / 1e6:>8.2f} {100 * r['oa']:>7.2f}")
     for v, r in doc["ratios_vs_torch"].items():
         print(f"{v} vs torch, same round: {r['median']:.2f}x (rounds: {', '.join(f'{x:.2f}' for x in r['rounds'])})")
-    print(f"wrote {RESULTS}")
+    print(f"wrote {out}")
     return 0
 
 

@@ -13,6 +13,7 @@ import signal
 import sys
 import threading
 import time
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Optional
 
@@ -39,6 +40,16 @@ log = logging.getLogger("feddiff.edge")
 IDLE_HELLO_S = 5.0
 
 
+@dataclass
+class ForwardRequest:
+    """A FORWARD with its weight-independent inputs (patches, frozen diffusion features) computed."""
+
+    key: tuple
+    inputs: dict
+    n: int
+    train: bool
+
+
 class EdgeAgent:
     def __init__(self, cfg: Config, name: str, state_dir: Path, progress: bool = True) -> None:
         if name not in cfg.federation.clients:
@@ -54,7 +65,7 @@ class EdgeAgent:
         self.is_label_holder = cfg.federation.label_holder == name
         self.channel = None
         self.attempt = -1
-        self.deferred: Optional[tuple] = None  # (awaited BACKWARD key, FORWARD key, arrays, train, own, inputs)
+        self.deferred: Optional[tuple[tuple, ForwardRequest]] = None  # (BACKWARD key it waits for, request)
 
     def connect(self) -> None:
         fed = self.cfg.federation
@@ -134,21 +145,20 @@ class EdgeAgent:
             train = bool(meta.get("train"))
             dih = arrays.get("dihedral") if train else None
             own = {m: arrays[f"own_{m}"] for m in self.station.modalities if f"own_{m}" in arrays} or None
-            inputs = self.station.inputs(arrays["rows"], arrays["cols"], dih, own)
+            request = ForwardRequest(key, self.station.inputs(arrays["rows"], arrays["cols"], dih, own), arrays["rows"].shape[0], train)
             previous = (rnd, step - 1, self.attempt)
             if train and self.station.awaits_gradient(previous):
                 # the aggregator asks for step s+1 before step s's gradient has arrived, so that the
                 # frozen features above were computed meanwhile; the trainable part needs the
                 # updated weights, so the answer waits for that gradient
-                self.deferred = (previous, key, arrays, train, own, inputs)
+                self.deferred = (previous, request)
                 return False
-            self.answer_forward(key, arrays, train, own, inputs)
+            self.answer(request)
         elif kind == jobs.BACKWARD:
             self.station.backward(key, arrays)
             if self.deferred is not None and self.deferred[0] == key:
-                _, nxt, nxt_arrays, train, own, inputs = self.deferred
-                self.deferred = None
-                self.answer_forward(nxt, nxt_arrays, train, own, inputs)
+                request, self.deferred = self.deferred[1], None
+                self.answer(request)
         elif kind == jobs.GET_WEIGHTS:
             n = int(meta.get("samples", {}).get(self.name, 0))
             if self.station.he:  # only ciphertexts under the group key leave in HE mode
@@ -182,10 +192,9 @@ class EdgeAgent:
             log.info("station %s committed round %d", self.name, rnd)
         return False
 
-    def answer_forward(self, key: tuple, arrays: dict, train: bool, own: Optional[dict], inputs: dict) -> None:
-        rnd, step, _ = key
-        dih = arrays.get("dihedral") if train else None
-        feats = self.station.forward(key, arrays["rows"], arrays["cols"], dih, train, own, inputs)
+    def answer(self, request: ForwardRequest) -> None:
+        rnd, step, _ = request.key
+        feats = self.station.forward_inputs(request.key, request.inputs, request.n, request.train)
         self.send(jobs.FEATURES, feats, round=rnd, step=step, meta={"attempt": self.attempt})
 
     def on_logits(self, rnd: int, step: int, arrays: dict) -> None:

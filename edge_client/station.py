@@ -177,13 +177,13 @@ class Station:
         return out
 
     def forward(self, key: tuple, rows: np.ndarray, cols: np.ndarray, dihedral: Optional[np.ndarray], train: bool,
-                own: Optional[dict[str, np.ndarray]] = None, inputs: Optional[dict[str, tuple]] = None) -> dict[str, np.ndarray]:
-        """Packed codes for each of this station's modalities; in training the graph is kept
-        until the matching BACKWARD arrives. ``inputs``: ``self.inputs(...)`` of the same batch
-        if already computed. In HE mode, rows this station does not answer for contribute zeros
-        to the encrypted sum."""
-        inputs = self.inputs(rows, cols, dihedral, own) if inputs is None else inputs
-        n = rows.shape[0]
+                own: Optional[dict[str, np.ndarray]] = None) -> dict[str, np.ndarray]:
+        return self.forward_inputs(key, self.inputs(rows, cols, dihedral, own), rows.shape[0], train)
+
+    def forward_inputs(self, key: tuple, inputs: dict[str, tuple], n: int, train: bool) -> dict[str, np.ndarray]:
+        """Packed codes for each of this station's modalities of an ``n``-sample batch from its
+        ``inputs``; in training the graph is kept until the matching BACKWARD arrives. In HE
+        mode, rows this station does not answer for contribute zeros to the encrypted sum."""
         out: dict[str, np.ndarray] = {}
         held: dict[str, torch.Tensor] = {}
         z = None
