@@ -2,9 +2,10 @@
 
 A client's feature vector x (D values) is projected onto a rank-r basis held by the client
 (codes = x W_down^T + b), quantised to int8 with one float32 scale per sample, and sent; the
-receiver reconstructs x_hat = codes W_up^T + c with its own basis. The bases start as the PCA
-of the first batch of features and are then trained end to end through the quantiser with a
-straight-through estimator. The downlink gradient is the gradient of the r codes only, so it is
+receiver reconstructs x_hat = codes W_up^T + c with its own basis. Both bases are trained end
+to end from a random start, through the quantiser with a straight-through estimator: a PCA
+start (``init_from_pca``) would need the station's basis at the aggregator before the first
+step, and the features it would be fitted to come from conv paths that are themselves untrained. The downlink gradient is the gradient of the r codes only, so it is
 small too. Everything is matmul/round/clip, so it exports to ONNX as it runs.
 """
 
@@ -85,7 +86,8 @@ class LowRankDecoder(nn.Module):
 
 @torch.no_grad()
 def init_from_pca(encoder: LowRankEncoder, decoder: LowRankDecoder, x: torch.Tensor) -> None:
-    """Start both bases at the PCA of ``x`` so training begins from the best linear rank-r fit."""
+    """Both bases at the PCA of ``x``: the best linear rank-r fit of fixed features, which is how
+    the tests measure what the codec itself can carry."""
     mean = x.mean(dim=0)
     _, _, vh = torch.linalg.svd(x - mean, full_matrices=False)
     r = min(encoder.rank, vh.shape[0])
