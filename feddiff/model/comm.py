@@ -5,8 +5,10 @@ A client's feature vector x (D values) is projected onto a rank-r basis held by 
 receiver reconstructs x_hat = codes W_up^T + c with its own basis. Both bases are trained end
 to end from a random start, through the quantiser with a straight-through estimator: a PCA
 start (``init_from_pca``) would need the station's basis at the aggregator before the first
-step, and the features it would be fitted to come from conv paths that are themselves untrained. The downlink gradient is the gradient of the r codes only, so it is
-small too. Everything is matmul/round/clip, so it exports to ONNX as it runs.
+step, fitted to features of conv paths that are themselves still untrained (an orthogonal start
+shared through the job seed was measured: no gain). The downlink gradient is the gradient of the
+r codes only, so it is small too. Everything is matmul/round/clip, so it exports to ONNX as it
+runs.
 """
 
 from __future__ import annotations

@@ -45,7 +45,7 @@ class DiffusionFeatures(nn.Module):
         unet = self.unet
         stem_x = unet.stem(x)
         stem_noise = unet.stem(self.noise)  # K, C0, P, P: constants at inference
-        bias = unet.conv_in.bias[:, None, None] if unet.conv_in.bias is not None else torch.zeros_like(stem_noise[0, :, :1, :1])
+        bias = unet.conv_in.bias[:, None, None]
         feats = []
         for k in range(len(self.timesteps)):
             a, s = self.sqrt_ab[k], self.sqrt_1mab[k]  # (1, 1, 1, 1)

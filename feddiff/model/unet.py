@@ -195,9 +195,9 @@ class DenoisingUNet(nn.Module):
         extraction run it once per patch instead of once per timestep."""
         return self.conv_in(self._pad(x))
 
-    def _encode(self, x: torch.Tensor, t: torch.Tensor, stem: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor, list[torch.Tensor]]:
+    def _encode(self, h: torch.Tensor, t: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, list[torch.Tensor]]:
+        """From the stem's output ``h`` to the middle block; also the embedding and the skips."""
         temb = self.time_mlp(timestep_embedding(t, self.base_channels))
-        h = self.stem(x) if stem is None else stem
         hs = [h]
         for block in self.down:
             if isinstance(block[0], ResBlock):
@@ -211,14 +211,14 @@ class DenoisingUNet(nn.Module):
     def encode(self, x: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
         """Middle-block output (B, mid_channels, mid_size, mid_size): the diffusion feature.
         ``t`` is one timestep per sample, or shape (1,) for one timestep shared by the batch."""
-        return self._encode(x, t)[0]
+        return self._encode(self.stem(x), t)[0]
 
     def encode_stem(self, stem: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
         """``encode`` from a precomputed ``stem(x)``."""
-        return self._encode(stem, t, stem)[0]
+        return self._encode(stem, t)[0]
 
     def forward(self, x: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
-        h, temb, hs = self._encode(x, t)
+        h, temb, hs = self._encode(self.stem(x), t)
         for block in self.up:
             if isinstance(block[0], ResBlock):
                 h = block[0](torch.cat([h, hs.pop()], dim=1), temb)
