@@ -15,13 +15,12 @@ benchmarks/results/federated.json and prints tables.
 from __future__ import annotations
 
 import argparse
-import dataclasses
 import json
 import sys
 from pathlib import Path
 
 import numpy as np
-from jobrunner import ROOT, cached, centralised_stage2, federated_job, pretrain, with_comm
+from jobrunner import ROOT, cached, centralised_stage2, federated_job, pretrain, with_comm, with_train
 
 from feddiff.config import load_config
 from feddiff.data.loader import load_scene
@@ -41,13 +40,13 @@ def main() -> int:
     ap.add_argument("--resume", action="store_true", help="reuse centralised/federated results saved in --work by an earlier run")
     args = ap.parse_args()
     cfg = load_config(args.config)
-    cfg = dataclasses.replace(cfg, train=dataclasses.replace(cfg.train, seed=args.seed))
+    cfg = with_train(cfg, seed=args.seed)
     scene = load_scene(cfg)
     work = Path(args.work)
     pre = pretrain(cfg, scene, work / "cache")
     print(f"stage 1 (pretraining both denoisers): {pre.get('seconds', float('nan')):.0f}s", flush=True)
 
-    one = dataclasses.replace(cfg, train=dataclasses.replace(cfg.train, threads=FED_THREADS))
+    one = with_train(cfg, threads=FED_THREADS)
     ref = cached(work / "central_1thread.json", args.resume, lambda: centralised_stage2(one, scene, pre))
     print(f"centralised, {FED_THREADS} thread:  OA {100 * ref['oa']:.2f}  epoch {ref['epoch_s']:.2f}s", flush=True)
     central = cached(work / "central.json", args.resume, lambda: centralised_stage2(cfg, scene, pre))
@@ -60,7 +59,7 @@ def main() -> int:
     for r in [*args.ranks, None]:
         oas = []
         for s in args.sweep_seeds:
-            c = dataclasses.replace(with_comm(cfg, r), train=dataclasses.replace(cfg.train, seed=s))
+            c = with_train(with_comm(cfg, r), seed=s)
             key = work / f"sweep_{'raw' if r is None else r}_seed{s}.json"
             oas.append(cached(key, args.resume, lambda: centralised_stage2(c, scene, pre))["oa"])
         per_sample = payload_bytes(1, r, cfg.model.comm.bits) if r else raw_bytes(1, dim)

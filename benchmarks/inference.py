@@ -145,7 +145,7 @@ def run_worker(args: argparse.Namespace, variant: str, ck: Path, model: Path | N
     return json.loads(r.stdout.strip().splitlines()[-1])
 
 
-def summarise(variant: str, runs: list[dict], export_info: dict) -> dict:
+def summarise(runs: list[dict], export_info: dict) -> dict:
     """Median speed over the rounds (every run listed beside it); accuracy from the first run,
     since every run classifies the same pixels with the same model."""
     row = dict(runs[0])
@@ -223,7 +223,7 @@ def main() -> int:
         for v in variants:
             print(f"round {rep + 1}/{args.repeats}: {v}", flush=True)
             runs[v].append(run_worker(args, v, ck, models.get(v)))
-    rows = [summarise(v, runs[v], export_info.get(v, {"size_bytes": ck.stat().st_size})) for v in variants]
+    rows = [summarise(runs[v], export_info.get(v, {"size_bytes": ck.stat().st_size})) for v in variants]
     doc = {"config": args.config, "checkpoint": str(ck), "batch": args.batch, "threads": args.threads, "max_pixels": args.max_pixels, "test_pixels": args.test_pixels, "repeats": args.repeats, "results": rows, "ratios_vs_torch": same_round_ratios(runs)}
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)

@@ -88,6 +88,11 @@ def centralised_stage2(cfg: Config, scene: Scene, pre: dict) -> dict:
     return {**classification_metrics(test.labels, pred, scene.num_classes), "epoch_s": secs / cfg.train.epochs}
 
 
+def with_train(cfg: Config, **changes) -> Config:
+    """``cfg`` with some ``train`` fields replaced (seed, threads): every benchmark varies these."""
+    return dataclasses.replace(cfg, train=dataclasses.replace(cfg.train, **changes))
+
+
 def with_comm(cfg: Config, rank: int | None) -> Config:
     comm = dataclasses.replace(cfg.model.comm, enabled=rank is not None, rank=rank or cfg.model.comm.rank)
     return dataclasses.replace(cfg, model=dataclasses.replace(cfg.model, comm=comm))

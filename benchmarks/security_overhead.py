@@ -5,22 +5,21 @@
                                            [--stage2-seeds 0 1 2] [--resume]
 
 Writes benchmarks/results/security_overhead.json and prints a table: epoch wall time (median
-over the stage-2 seeds' jobs), bytes (from the first seed's job), OA (mean over the stage-2 seeds: one 40-epoch run moves by
-points with float noise alone, so one run cannot tell whether HE costs accuracy), key and
-context sizes. Each job's result is kept in --work; --resume reuses them.
+over the stage-2 seeds' jobs), bytes (from the first seed's job), OA (mean over the stage-2
+seeds: one 40-epoch run moves by points with float noise alone, so one run cannot tell whether
+HE costs accuracy), key and context sizes. Each job's result is kept in --work; --resume reuses them.
 """
 
 from __future__ import annotations
 
 import argparse
-import dataclasses
 import json
 import sys
 import tempfile
 from pathlib import Path
 
 import numpy as np
-from jobrunner import ROOT, cached, federated_job, pretrain
+from jobrunner import ROOT, cached, federated_job, pretrain, with_train
 
 from feddiff.config import load_config
 from feddiff.data.loader import load_scene
@@ -51,7 +50,7 @@ def main() -> int:
     ap.add_argument("--out", default=str(ROOT / "benchmarks" / "results" / "security_overhead.json"))
     args = ap.parse_args()
     cfg = load_config(args.config)
-    cfg = dataclasses.replace(cfg, train=dataclasses.replace(cfg.train, seed=args.seed))
+    cfg = with_train(cfg, seed=args.seed)
     scene = load_scene(cfg)
     pre = pretrain(cfg, scene, Path(args.work) / "cache")
     rows = {}
@@ -60,7 +59,7 @@ def main() -> int:
         holder = "label_holder" if mode == "he" else "aggregator"
         runs = []
         for s in seeds:
-            c = dataclasses.replace(cfg, train=dataclasses.replace(cfg.train, seed=s))
+            c = with_train(cfg, seed=s)
             r = cached(Path(args.work) / f"result_{mode}_seed{s}.json", args.resume,
                        lambda: federated_job(c, pre, Path(args.work) / f"sec_{mode}", security=mode, label_holder=holder))
             runs.append(r)

@@ -114,21 +114,22 @@ def assert_centralised_trajectory(job, state, history):
     from feddiff.data.loader import load_scene
     from feddiff.data.normalise import BandStats
     from feddiff.model.net import FedDiffNet
-    from feddiff.model.prepare import PatchSource, pixel_sets
+    from feddiff.model.prepare import pixel_sets, sources
     from feddiff.model.train import set_seed, train_classifier
 
     cfg = load_config(job)
     scene = load_scene(cfg)
     set_seed(cfg.train.seed, 1)
     net = FedDiffNet({m: scene.modalities[m].shape[2] for m in scene.modalities}, scene.num_classes, cfg.model, cfg.train.seed)
-    srcs = {}
+    stats = {}
     for station in ("hsi_station", "lidar_station"):
         pre = torch.load(state / station / "pretrained.pt", weights_only=True)
         for m, sd in pre["unet"].items():
             net.branches[m].unet.load_state_dict(sd)
             net.branches[m].freeze_denoiser()
-            srcs[m] = PatchSource(scene.modalities[m], BandStats.from_dict(pre["stats"][m]), cfg.model.patch_size)
-    want = train_classifier(net, {m: srcs[m] for m in net.modalities}, pixel_sets(scene)[0], cfg, progress=False)
+            stats[m] = BandStats.from_dict(pre["stats"][m])
+    srcs = sources(scene, net.modalities, cfg.model.patch_size, stats)
+    want = train_classifier(net, srcs, pixel_sets(scene)[0], cfg, progress=False)
     for got, ref in zip(history, want, strict=True):
         for k in ("ce", "mse"):  # "total" differs by design: each station adds its own L2 term
             assert got[k] == pytest.approx(ref[k], rel=1e-4), (k, got, ref)
