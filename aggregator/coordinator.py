@@ -25,7 +25,7 @@ from feddiff.metrics import classification_metrics
 from feddiff.model.losses import feddiff_loss
 from feddiff.model.net import build_head
 from feddiff.model.prepare import PixelSet
-from feddiff.model.train import batches, cosine_lr, epoch_plan, epoch_rng, set_lr
+from feddiff.model.train import batches, cosine_lr, epoch_plan, epoch_rng, make_optimizer, set_lr
 from feddiff.protocol import jobs, topics
 
 from aggregator.state import JobState, StateStore
@@ -173,8 +173,7 @@ class Coordinator:
         In HE mode the head lives with the label holder: the aggregator only adds ciphertexts."""
         cfg = self.cfg
         self.head = torch.nn.Module() if self.he else build_head(self.modalities, num_classes, cfg.model, cfg.train.seed)
-        params = [p for p in self.head.parameters() if p.requires_grad]
-        self.optimizer = torch.optim.Adam(params or [torch.nn.Parameter(torch.zeros(1))], lr=cfg.train.lr)
+        self.optimizer = make_optimizer([self.head], cfg.train)
         if self._stored_head is not None:
             self.head.load_state_dict(self._stored_head)
             self.optimizer.load_state_dict(self._stored_opt)

@@ -26,7 +26,7 @@ from feddiff.data.patches import labelled_pixels
 from feddiff.metrics import classification_metrics
 from feddiff.model.checkpoint import atomic_torch_save
 from feddiff.model.losses import l2_penalty
-from feddiff.model.train import cosine_lr, set_lr
+from feddiff.model.train import cosine_lr, make_optimizer, set_lr
 from feddiff.protocol import jobs, topics
 from feddiff.protocol.arrays import arrays_to_blobs, blobs_to_arrays
 from feddiff.protocol.endpoint import fresh_seq, open_channel
@@ -56,7 +56,7 @@ class LabelHolder:
         self.test = labelled_pixels(test)
         torch.set_num_threads(cfg.train.threads)
         self.head = additive_head(cfg.model.he_dim, cfg.model.head_channels, len(self.class_names), cfg.train.seed)
-        self.optimizer = torch.optim.Adam(self.head.parameters(), lr=cfg.train.lr)
+        self.optimizer = make_optimizer([self.head], cfg.train)
         self.secret = make_secret_context()
         self.public = public_bytes(self.secret)
         self.stop_event = threading.Event()

@@ -24,7 +24,7 @@ from feddiff.model.comm import Packed, quantise
 from feddiff.model.losses import l2_penalty
 from feddiff.model.net import build_branch
 from feddiff.model.prepare import PatchSource, apply_dihedral
-from feddiff.model.train import cosine_lr, pretrain_denoiser, set_lr
+from feddiff.model.train import cosine_lr, make_optimizer, pretrain_denoiser, set_lr
 
 log = logging.getLogger("feddiff.edge")
 KEEP_ROUNDS = 3
@@ -105,9 +105,7 @@ class Station:
                 b.freeze_denoiser()
             atomic_torch_save({"stats": {m: s.to_dict() for m, s in stats.items()}, "unet": {m: b.unet.state_dict() for m, b in self.branches.items()}}, path)
         self.sources = self._sources(stats)
-        params = [p for b in self.branches.values() for p in b.parameters() if p.requires_grad]
-        params += [p for lin in self.he_proj.values() for p in lin.parameters()]
-        self.optimizer = torch.optim.Adam(params, lr=self.cfg.train.lr)
+        self.optimizer = make_optimizer([*self.branches.values(), *self.he_proj.values()], self.cfg.train)
         if not (self.state_dir / "round_-1.pt").exists():
             self._save_round(-1)
 

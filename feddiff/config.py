@@ -125,6 +125,7 @@ class TrainSpec:
     epochs: int = field(default=30, metadata=_rng(1))
     batch_size: int = field(default=64, metadata=_rng(1))
     lr: float = field(default=1e-3, metadata=_rng(0.0, 1.0))
+    comm_lr_scale: float = field(default=1.0, metadata=_rng(0.0, 1.0))  # see model.train.make_optimizer
     l2: float = field(default=1e-4, metadata=_rng(0.0, 1.0))
     mse_weight: float = field(default=1.0, metadata=_rng(0.0))
     augment: bool = True

@@ -1,0 +1,49 @@
+"""Every role's optimiser: the communication module's bases learn at a configured fraction of the rate."""
+
+import dataclasses
+
+import torch
+
+from feddiff.config import ModelSpec, TrainSpec
+from feddiff.model.net import FedDiffNet
+from feddiff.model.train import cosine_lr, make_optimizer, set_lr
+
+SPEC = ModelSpec(patch_size=8, head_channels=8, feature_timesteps=[5])
+SPEC = dataclasses.replace(SPEC, unet=dataclasses.replace(SPEC.unet, base_channels=8, num_res_blocks=1))
+
+
+def _rates(opt: torch.optim.Optimizer) -> dict[int, float]:
+    return {id(p): g["lr"] for g in opt.param_groups for p in g["params"]}
+
+
+def test_comm_bases_get_the_scaled_rate_and_everything_else_the_full_one():
+    net = FedDiffNet({"hsi": 6, "lidar": 2}, 4, SPEC)
+    t = TrainSpec(lr=1e-3, comm_lr_scale=0.01)
+    opt = make_optimizer([net], t)
+    rates = _rates(opt)
+    comm = [n for n, _ in net.named_parameters() if ".encoder." in n or ".decoders." in n]
+    assert comm, "the model has a communication module"
+    for name, p in net.named_parameters():
+        if not p.requires_grad:
+            assert id(p) not in rates
+        elif name in comm:
+            assert rates[id(p)] == 1e-5, name
+        else:
+            assert rates[id(p)] == 1e-3, name
+    set_lr(opt, cosine_lr(t.lr, 5, 10))  # the schedule keeps the ratio
+    assert {round(g["lr"] / cosine_lr(t.lr, 5, 10), 6) for g in opt.param_groups} == {1.0, 0.01}
+
+
+def test_a_station_and_the_aggregator_split_the_same_groups_as_the_whole_model():
+    """The federated halves must step exactly like the centralised model."""
+    net = FedDiffNet({"hsi": 6, "lidar": 2}, 4, SPEC)
+    t = TrainSpec(comm_lr_scale=0.1)
+    whole = _rates(make_optimizer([net], t))
+    parts = {**_rates(make_optimizer(list(net.branches.values()), t)), **_rates(make_optimizer([net.head], t))}
+    assert {k: v for k, v in parts.items() if k in whole} == whole
+
+
+def test_a_party_with_nothing_to_train_still_gets_an_optimizer():
+    """The aggregator in HE mode holds no head weights but keeps the same commit format."""
+    opt = make_optimizer([torch.nn.Module()], TrainSpec())
+    assert len(opt.param_groups) == 1 and opt.param_groups[0]["params"][0].numel() == 1
