@@ -24,16 +24,16 @@ from pathlib import Path
 
 import numpy as np
 import torch
-import torch.nn as nn
 import torch.nn.functional as F
 
+from accuracy import TwoBranchCNN  # one conv path per input, pooled, one linear layer
 from jobrunner import ROOT, pretrain, with_train  # also puts the project on sys.path
 
 from feddiff.config import Config, load_config  # noqa: E402
 from feddiff.data.loader import load_scene  # noqa: E402
 from feddiff.data.scene import Scene  # noqa: E402
 from feddiff.metrics import classification_metrics  # noqa: E402
-from feddiff.model.branch import ModalityBranch, conv_path  # noqa: E402
+from feddiff.model.branch import ModalityBranch  # noqa: E402
 from feddiff.model.prepare import PatchSource, PixelSet, pixel_sets, sources  # noqa: E402
 from feddiff.model.train import cosine_lr, epoch_plan, epoch_rng, set_lr  # noqa: E402
 
@@ -61,18 +61,6 @@ def frozen_features(cfg: Config, pre: dict, srcs: dict[str, PatchSource], train:
     return out
 
 
-class Probe(nn.Module):
-    """One conv path per (modality, input), pooled globally, one linear classifier."""
-
-    def __init__(self, channels: dict[str, int], hc: int, num_classes: int) -> None:
-        super().__init__()
-        self.paths = nn.ModuleDict({k: conv_path(c, hc, 8) for k, c in channels.items()})
-        self.fc = nn.Linear(hc * len(channels), num_classes)
-
-    def forward(self, x: dict[str, torch.Tensor]) -> torch.Tensor:
-        return self.fc(torch.cat([self.paths[k](x[k]).mean(dim=(2, 3)) for k in self.paths], dim=1))
-
-
 def probe_inputs(what: str, srcs: dict[str, PatchSource], rows: np.ndarray, cols: np.ndarray, diff: dict[str, torch.Tensor], dih: np.ndarray | None) -> dict[str, torch.Tensor]:
     x = {}
     for m, src in srcs.items():
@@ -86,13 +74,8 @@ def probe_inputs(what: str, srcs: dict[str, PatchSource], rows: np.ndarray, cols
 def run_probe(what: str, cfg: Config, scene: Scene, srcs: dict, feats: dict, train: PixelSet, test: PixelSet, seed: int) -> dict:
     torch.manual_seed(seed)
     t = cfg.train
-    channels = {}
-    for m, src in srcs.items():
-        if what in ("raw", "both"):
-            channels[f"{m}_raw"] = src.bands
-        if what in ("diffusion", "both"):
-            channels[f"{m}_diffusion"] = feats[m]["test"].shape[1]
-    net = Probe(channels, cfg.model.head_channels, scene.num_classes)
+    first = probe_inputs(what, srcs, train.rows[:1], train.cols[:1], {m: feats[m]["test"][:1] for m in srcs}, None)
+    net = TwoBranchCNN({k: v.shape[1] for k, v in first.items()}, cfg.model.head_channels, scene.num_classes)
     opt = torch.optim.AdamW(net.parameters(), lr=t.lr, weight_decay=1e-2)
     y = torch.from_numpy(train.labels)
     for epoch in range(t.epochs):
