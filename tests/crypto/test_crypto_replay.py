@@ -53,8 +53,9 @@ def test_replay_is_rejected_after_restart(receiver, sender, make_msg, tmp_path: 
     assert reason(restarted, first) == "replay"
     assert reason(restarted, second) == "replay"
     assert restarted.inbound(sender(make_msg, 3)).payload == b"update 3"
-    assert json.loads((tmp_path / "state/replay.json").read_text())["last_seq"] == {"hsi": 3}
-    assert [p.name for p in (tmp_path / "state").iterdir()] == ["replay.json"]  # no temp file left
+    assert ReplayGuard(tmp_path / "state/replay.json", 60).last_seq("hsi") == 3
+    assert json.loads((tmp_path / "state/replay.json").read_text())["last_seq"] == {"hsi": 3}  # compacted on load
+    assert sorted(p.name for p in (tmp_path / "state").iterdir()) == ["replay.json"]  # no temp file or journal left
 
 
 def test_older_sequence_number_is_a_replay(receiver, sender, make_msg) -> None:
@@ -102,3 +103,40 @@ def test_unpersistable_state_fails_closed_and_rolls_back(tmp_path: Path, make_ms
         guard.inbound(make_msg(UP_HSI, "hsi", b"x", seq=1))
     assert e.value.reason == "replay_state"
     assert guard.last_seq("hsi") is None
+
+
+def accept(guard: ReplayGuard, make_msg, *seqs: int, sender: str = "hsi") -> None:
+    for seq in seqs:
+        guard.inbound(make_msg(UP_HSI, sender, b"x", seq=seq))
+
+
+def test_each_accept_is_one_journal_line_until_compaction(tmp_path: Path, make_msg) -> None:
+    guard = ReplayGuard(tmp_path / "replay.json", 60, compact_every=3)
+    accept(guard, make_msg, 1, 2, 3)
+    assert len((tmp_path / "replay.json.journal").read_bytes().splitlines()) == 3
+    accept(guard, make_msg, 4)  # the 4th record compacts first: snapshot holds 3, journal holds 4
+    assert json.loads((tmp_path / "replay.json").read_text())["last_seq"] == {"hsi": 3}
+    assert (tmp_path / "replay.json.journal").read_bytes().splitlines() == [b'["hsi", 4]']
+    assert ReplayGuard(tmp_path / "replay.json", 60).last_seq("hsi") == 4
+
+
+def test_torn_journal_tail_forgets_nothing_that_was_accepted(tmp_path: Path, make_msg) -> None:
+    guard = ReplayGuard(tmp_path / "replay.json", 60)
+    accept(guard, make_msg, 1, 2)
+    guard.close()
+    with open(tmp_path / "replay.json.journal", "ab") as f:
+        f.write(b'["hsi", 99')  # a crash in the middle of the append for seq 99 (never accepted)
+    restarted = ReplayGuard(tmp_path / "replay.json", 60)
+    assert restarted.last_seq("hsi") == 2
+    with pytest.raises(EnvelopeError, match="replay"):
+        accept(restarted, make_msg, 2)
+    accept(restarted, make_msg, 3)  # appended after the dropped tail, not glued to it
+    assert ReplayGuard(tmp_path / "replay.json", 60).last_seq("hsi") == 3
+
+
+def test_malformed_journal_record_refuses_to_start(tmp_path: Path, make_msg) -> None:
+    accept(ReplayGuard(tmp_path / "replay.json", 60), make_msg, 1)
+    with open(tmp_path / "replay.json.journal", "ab") as f:
+        f.write(b'{"hsi": "two"}\n')
+    with pytest.raises(ReplayStateError, match="replay.json.journal"):
+        ReplayGuard(tmp_path / "replay.json", 60)
