@@ -25,7 +25,7 @@ from feddiff.metrics import classification_metrics
 from feddiff.model.losses import feddiff_loss
 from feddiff.model.net import build_head
 from feddiff.model.prepare import PixelSet
-from feddiff.model.train import batches, cosine_lr, epoch_plan, epoch_rng, make_optimizer, set_lr
+from feddiff.model.train import batches, cosine_lr, epoch_plan, epoch_rng, load_optimizer_state, make_optimizer, set_lr
 from feddiff.protocol import jobs, topics
 
 from aggregator.state import JobState, StateStore
@@ -176,7 +176,7 @@ class Coordinator:
         self.optimizer = make_optimizer([self.head], cfg.train)
         if self._stored_head is not None:
             self.head.load_state_dict(self._stored_head)
-            self.optimizer.load_state_dict(self._stored_opt)
+            load_optimizer_state(self.optimizer, self._stored_opt, f"aggregator {self.fed.job}")
         self._snapshot()
 
     def _labels_from_holder(self, arrays: dict, meta: dict) -> None:

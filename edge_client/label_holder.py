@@ -26,7 +26,7 @@ from feddiff.data.patches import labelled_pixels
 from feddiff.metrics import classification_metrics
 from feddiff.model.checkpoint import atomic_torch_save
 from feddiff.model.losses import l2_penalty
-from feddiff.model.train import cosine_lr, make_optimizer, set_lr
+from feddiff.model.train import cosine_lr, load_optimizer_state, make_optimizer, set_lr
 from feddiff.protocol import jobs, topics
 from feddiff.protocol.arrays import arrays_to_blobs, blobs_to_arrays
 from feddiff.protocol.endpoint import fresh_seq, open_channel
@@ -115,7 +115,7 @@ def _handle(self: LabelHolder, msg) -> bool:
         self.attempt = int(meta["attempt"])
         head, opt = self.committed.get(rnd - 1) or self.committed[max(self.committed)]
         self.head.load_state_dict(head)
-        self.optimizer.load_state_dict(opt)
+        load_optimizer_state(self.optimizer, opt, "label holder")
         set_lr(self.optimizer, cosine_lr(self.cfg.train.lr, rnd, self.cfg.train.epochs))
         self.send(jobs.READY, round=rnd, meta={"attempt": self.attempt})
         return False

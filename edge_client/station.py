@@ -24,7 +24,7 @@ from feddiff.model.comm import Packed, quantise
 from feddiff.model.losses import l2_penalty
 from feddiff.model.net import build_branch
 from feddiff.model.prepare import PatchSource, apply_dihedral
-from feddiff.model.train import cosine_lr, make_optimizer, pretrain_denoiser, set_lr
+from feddiff.model.train import cosine_lr, load_optimizer_state, make_optimizer, pretrain_denoiser, set_lr
 
 log = logging.getLogger("feddiff.edge")
 KEEP_ROUNDS = 3
@@ -147,7 +147,7 @@ class Station:
             raise RuntimeError(f"station {self.name}: no committed state for round {want} in {self.state_dir}")
         ck = torch.load(path, weights_only=True)
         self._load_trainable(ck["branches"])
-        self.optimizer.load_state_dict(ck["optimizer"])
+        load_optimizer_state(self.optimizer, ck["optimizer"], f"station {self.name} round {want}")
         self.pending.clear()
         self.loaded_round = want
         log.info("station %s at committed round %d", self.name, want)

@@ -135,6 +135,21 @@ def make_optimizer(modules: Iterable[nn.Module], t: TrainSpec) -> torch.optim.Ad
     return opt
 
 
+def load_optimizer_state(opt: torch.optim.Optimizer, state: dict, where: str) -> bool:
+    """Resume ``opt`` from stored state; False when it no longer fits.
+
+    Why not fail: state written before ``make_optimizer`` split the comm bases into their own
+    group has one group where this build has two, and torch refuses it. The weights are stored
+    apart and still load, so a job resumed across that upgrade keeps its model and round and
+    only restarts Adam's moments (a warning says so) instead of refusing to start."""
+    try:
+        opt.load_state_dict(state)
+        return True
+    except ValueError as e:
+        log.warning("%s: stored optimiser state does not fit this build (%s); Adam's moments restart from zero, the weights are kept", where, e)
+        return False
+
+
 def set_lr(opt: torch.optim.Optimizer, lr: float) -> None:
     """Every group at ``lr`` times its ``scale`` (see ``make_optimizer``)."""
     for g in opt.param_groups:

@@ -6,7 +6,7 @@ import torch
 
 from feddiff.config import ModelSpec, TrainSpec
 from feddiff.model.net import FedDiffNet
-from feddiff.model.train import cosine_lr, make_optimizer, set_lr
+from feddiff.model.train import cosine_lr, load_optimizer_state, make_optimizer, set_lr
 
 SPEC = ModelSpec(patch_size=8, head_channels=8, feature_timesteps=[5])
 SPEC = dataclasses.replace(SPEC, unet=dataclasses.replace(SPEC.unet, base_channels=8, num_res_blocks=1))
@@ -47,3 +47,17 @@ def test_a_party_with_nothing_to_train_still_gets_an_optimizer():
     """The aggregator in HE mode holds no head weights but keeps the same commit format."""
     opt = make_optimizer([torch.nn.Module()], TrainSpec())
     assert len(opt.param_groups) == 1 and opt.param_groups[0]["params"][0].numel() == 1
+
+
+def test_state_from_before_the_comm_group_resumes_with_fresh_moments(caplog):
+    """A job stored by a build with one optimiser group keeps its weights across the upgrade."""
+    net = FedDiffNet({"hsi": 6, "lidar": 2}, 4, SPEC)
+    old = torch.optim.Adam([p for p in net.parameters() if p.requires_grad], lr=1e-3)
+    net({"hsi": torch.randn(4, 6, 8, 8), "lidar": torch.randn(4, 2, 8, 8)})[0].sum().backward()
+    old.step()
+    opt = make_optimizer([net], TrainSpec(lr=1e-3, comm_lr_scale=0.01))
+    assert not load_optimizer_state(opt, old.state_dict(), "station s1")
+    assert "station s1" in caplog.text and "moments restart" in caplog.text
+    assert not opt.state and {g["lr"] for g in opt.param_groups} == {1e-3, 1e-5}
+    same = make_optimizer([net], TrainSpec(lr=1e-3, comm_lr_scale=0.01))
+    assert load_optimizer_state(same, opt.state_dict(), "station s1")
