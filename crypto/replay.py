@@ -8,7 +8,7 @@ recorded before the restart.
 Why a journal beside the snapshot: a message is accepted only once its sequence number is on
 disk, so the write is on every message's path. Replacing the whole state file each time (temp
 file, fsync, rename) cost 0.75 ms a message, most of a signed job's overhead; appending one line
-to ``<state>.journal`` and ``fdatasync``-ing it costs about a quarter of that. The snapshot
+to ``<state>.journal`` and ``fdatasync``-ing it costs about a third of that. The snapshot
 (``<state>``, JSON, replaced atomically) absorbs the journal at start-up and every
 ``compact_every`` records. A crash mid-append leaves at most a torn last line, written for a
 message that was never accepted; it is dropped when the state is next loaded.
@@ -171,7 +171,8 @@ class ReplayGuard:
                 self._append(sender, seq)
         except OSError as e:
             # Fail closed: accepting without a durable record would re-open the replay after a
-            # restart. Nothing was recorded, so a retransmission is judged afresh.
+            # restart. Nothing counts as recorded (a partial line is dropped or compacted away),
+            # so a retransmission is judged afresh.
             log.error("cannot persist replay state %s: %s", self.state_path, e.strerror)
             raise EnvelopeError("replay_state", "cannot persist replay state") from None
         self._last[sender] = seq
