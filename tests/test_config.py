@@ -1,5 +1,6 @@
 """Config errors are one line naming the file and the key; the CLI exits 2 without a traceback."""
 
+import dataclasses
 import subprocess
 import sys
 from pathlib import Path
@@ -71,6 +72,16 @@ def test_demo_config_loads():
 def test_trento_sim_config_loads():
     cfg = load_config(CONFIGS / "trento_sim.yaml")
     assert cfg.resolve(cfg.scene.modalities["hsi"].path) == SHARED / "trento" / "hsi_sim.npz"
+
+
+@pytest.mark.skipif(not (SHARED / "trento" / "hsi_sim.npz").exists(), reason=f"benchmark data not found at {SHARED}")
+def test_trento_accuracy_config_differs_from_the_deployed_one_only_where_documented():
+    fast, accurate = load_config(CONFIGS / "trento_sim.yaml"), load_config(CONFIGS / "trento_sim_accurate.yaml")
+    assert accurate.scene == fast.scene and accurate.federation == fast.federation
+    assert (accurate.model.unet.base_channels, fast.model.unet.base_channels) == (32, 16)
+    assert (accurate.train.pretrain_steps, accurate.train.mse_weight, accurate.train.l2) == (6000, 0.0, 0.0)
+    same = dataclasses.replace(accurate.model, unet=fast.model.unet)
+    assert same == fast.model
 
 
 @pytest.mark.parametrize("name, n_classes", [("trento", 6), ("muufl", 11), ("houston2013", 15), ("augsburg", 7)])
