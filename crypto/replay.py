@@ -30,6 +30,7 @@ import time
 from pathlib import Path
 from typing import Callable, Optional
 
+from crypto.keys import write_secret
 from feddiff.errors import FedDiffError
 from feddiff.protocol.message import EnvelopeError, Message
 
@@ -107,13 +108,7 @@ class ReplayGuard:
         """Write the snapshot atomically, then empty the journal (in that order: a crash between
         the two replays records the snapshot already holds, which ``max`` makes harmless)."""
         assert self.state_path is not None and self.journal_path is not None
-        self.state_path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = self.state_path.with_name(f".{self.state_path.name}.tmp{os.getpid()}")
-        with open(tmp, "w", encoding="utf-8") as f:
-            json.dump({"version": 1, "last_seq": self._last}, f, sort_keys=True)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, self.state_path)
+        write_secret(self.state_path, json.dumps({"version": 1, "last_seq": self._last}, sort_keys=True).encode())
         if self._fd is not None:
             os.ftruncate(self._fd, 0)
             os.fsync(self._fd)
