@@ -29,9 +29,15 @@ class GatedFusion(nn.Module):
 
 
 class Stream(nn.Module):
-    """FR block -> 1x1 convs -> global pooling -> linear classifier."""
+    """FR block -> 1x1 convs -> global pooling -> (dropout) -> linear classifier.
 
-    def __init__(self, channels: int, num_classes: int, groups: int) -> None:
+    Why the optional dropout: with 819 labelled pixels the head fits the training set within
+    ten epochs, and which of its many exact fits it lands in decides several points of test OA.
+    On one set of Trento denoisers, five stage-2 seeds gave 88.7-98.2 % without dropout and
+    95.5-97.6 % with p = 0.5 (README, "Accuracy configuration"). It is the identity at inference,
+    so export and the wire are unchanged."""
+
+    def __init__(self, channels: int, num_classes: int, groups: int, dropout: float = 0.0) -> None:
         super().__init__()
         self.fr = GatedFusion(channels)
         self.convs = nn.Sequential(
@@ -41,11 +47,12 @@ class Stream(nn.Module):
             nn.Conv2d(channels, channels, 1),
             nn.SiLU(),
         )
+        self.drop = nn.Dropout(dropout)
         self.classifier = nn.Linear(channels, num_classes)
 
     def forward(self, a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
         h = self.convs(self.fr(a, b))
-        return self.classifier(h.mean(dim=(2, 3)))
+        return self.classifier(self.drop(h.mean(dim=(2, 3))))
 
 
 class FusionHead(nn.Module):
@@ -56,6 +63,7 @@ class FusionHead(nn.Module):
         num_classes: int,
         rank: int | None,
         groups: int = 8,
+        dropout: float = 0.0,
     ) -> None:
         super().__init__()
         self.modalities = list(modalities)
@@ -63,8 +71,8 @@ class FusionHead(nn.Module):
         dim = 2 * channels * 4
         self.decoders = nn.ModuleDict({m: LowRankDecoder(dim, rank) for m in modalities}) if rank else None
         self.bottleneck = nn.Conv2d(channels, channels, 1)  # shared by every stream
-        self.single = nn.ModuleDict({m: Stream(channels, num_classes, groups) for m in modalities})
-        self.cross = Stream(channels, num_classes, groups) if len(modalities) >= 2 else None
+        self.single = nn.ModuleDict({m: Stream(channels, num_classes, groups, dropout) for m in modalities})
+        self.cross = Stream(channels, num_classes, groups, dropout) if len(modalities) >= 2 else None
 
     def unflatten(self, name: str, wire: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         flat = self.decoders[name](wire) if self.decoders is not None else wire

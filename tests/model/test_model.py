@@ -63,6 +63,19 @@ def test_fr_block_and_head_shapes_are_symmetric():
     assert logits.shape == (4, 5) and set(singles) == {"hsi", "lidar"} and all(s.shape == (4, 5) for s in singles.values())
 
 
+def test_head_dropout_acts_only_in_training_and_adds_no_weights():
+    """Dropout regularises stage 2 but must leave inference, export and old checkpoints alone."""
+    plain, dropped = FusionHead(["hsi", "lidar"], 16, 5, rank=8), FusionHead(["hsi", "lidar"], 16, 5, rank=8, dropout=0.5)
+    dropped.load_state_dict(plain.state_dict())  # same weights: a checkpoint from before still loads
+    wire = {"hsi": torch.randn(32, 8), "lidar": torch.randn(32, 8)}
+    plain.eval(), dropped.eval()
+    assert torch.equal(plain(wire)[0], dropped(wire)[0])
+    dropped.train()
+    torch.manual_seed(0)
+    first = dropped(wire)[0]
+    assert not torch.equal(first, dropped(wire)[0])
+
+
 def test_lowrank_error_falls_with_rank_and_bytes_match_formula():
     g = torch.Generator().manual_seed(0)
     x = torch.randn(256, 16, generator=g) @ torch.randn(16, 128, generator=g) + 0.05 * torch.randn(256, 128, generator=g)
