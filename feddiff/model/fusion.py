@@ -34,8 +34,8 @@ class Stream(nn.Module):
     Why the optional dropout: with 819 labelled pixels the head fits the training set within
     ten epochs, and which of its many exact fits it lands in decides several points of test OA.
     On one set of Trento denoisers, five stage-2 seeds gave 88.7-98.2 % without dropout and
-    95.5-97.6 % with p = 0.5 (README, "Accuracy configuration"). It is the identity at inference,
-    so export and the wire are unchanged."""
+    95.5-97.6 % with p = 0.5 (README, "Measured results"; ``benchmarks/stage2_spread.py``).
+    It is the identity at inference, so export and the wire are unchanged."""
 
     def __init__(self, channels: int, num_classes: int, groups: int, dropout: float = 0.0) -> None:
         super().__init__()
