@@ -110,8 +110,9 @@ class ModelSpec:
     feature_timesteps: list[int] = field(default_factory=lambda: [5, 50, 150])
     use_diffusion: bool = True
     head_channels: int = field(default=64, metadata=_rng(4, 1024))
-    # Dropout on each stream's pooled features before its classifier (0 = FedDiff as published);
-    # see model.fusion.Stream for why the accuracy config uses it.
+    # Dropout on each FR stream's pooled features before its classifier (0 = FedDiff as
+    # published); see model.fusion.Stream for why the accuracy config uses it. The HE mode's
+    # additive head (fusion: additive) has no streams and ignores it.
     dropout: float = field(default=0.0, metadata=_rng(0.0, 0.9))
     fusion: str = field(default="interaction", metadata=_rng(choices=("interaction", "additive")))
     he_dim: int = field(default=32, metadata=_rng(1, 4096))  # width of the encrypted sum in HE mode

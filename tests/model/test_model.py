@@ -68,7 +68,8 @@ def test_head_dropout_acts_only_in_training_and_adds_no_weights():
     plain, dropped = FusionHead(["hsi", "lidar"], 16, 5, rank=8), FusionHead(["hsi", "lidar"], 16, 5, rank=8, dropout=0.5)
     dropped.load_state_dict(plain.state_dict())  # same weights: a checkpoint from before still loads
     wire = {"hsi": torch.randn(32, 8), "lidar": torch.randn(32, 8)}
-    plain.eval(), dropped.eval()
+    plain.eval()
+    dropped.eval()
     assert torch.equal(plain(wire)[0], dropped(wire)[0])
     dropped.train()
     torch.manual_seed(0)
