@@ -27,7 +27,7 @@ import torch
 import torch.nn.functional as F
 
 from accuracy import TwoBranchCNN  # one conv path per input, pooled, one linear layer
-from jobrunner import ROOT, pretrain, with_train  # also puts the project on sys.path
+from jobrunner import ROOT, pretrain, sample_sd, with_model, with_train  # also puts the project on sys.path
 
 from feddiff.config import Config, load_config  # noqa: E402
 from feddiff.data.loader import load_scene  # noqa: E402
@@ -41,8 +41,7 @@ INPUTS = ("raw", "diffusion", "both")
 
 
 def sized(cfg: Config, base: int, timesteps: list[int]) -> Config:
-    unet = dataclasses.replace(cfg.model.unet, base_channels=base)
-    return dataclasses.replace(cfg, model=dataclasses.replace(cfg.model, unet=unet, feature_timesteps=timesteps))
+    return with_model(cfg, unet=dataclasses.replace(cfg.model.unet, base_channels=base), feature_timesteps=timesteps)
 
 
 @torch.no_grad()
@@ -122,7 +121,7 @@ def main() -> int:
             for seed in args.seeds:
                 oas.append(100 * run_probe(what, cfg, scene, srcs, feats, train, test, seed)["oa"])
                 print(f"base {base} {what:<10} seed {seed} OA {oas[-1]:.2f}", flush=True)
-            rows[f"base{base}_{what}"] = {"base": base, "input": what, "oa_mean": float(np.mean(oas)), "oa_sd": float(np.std(oas, ddof=1)) if len(oas) > 1 else 0.0, "oas": oas}
+            rows[f"base{base}_{what}"] = {"base": base, "input": what, "oa_mean": float(np.mean(oas)), "oa_sd": sample_sd(oas), "oas": oas}
         rows[f"base{base}_raw"]["pretrain_s"] = float(pre["seconds"])
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)

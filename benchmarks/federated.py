@@ -20,7 +20,7 @@ import sys
 from pathlib import Path
 
 import numpy as np
-from jobrunner import ROOT, cached, centralised_stage2, federated_job, pretrain, with_comm, with_train
+from jobrunner import ROOT, cached, centralised_stage2, federated_job, pretrain, sample_sd, with_comm, with_train
 
 from feddiff.config import load_config
 from feddiff.data.loader import load_scene
@@ -63,7 +63,7 @@ def main() -> int:
             key = work / f"sweep_{'raw' if r is None else r}_seed{s}.json"
             oas.append(cached(key, args.resume, lambda: centralised_stage2(c, scene, pre))["oa"])
         per_sample = payload_bytes(1, r, cfg.model.comm.bits) if r else raw_bytes(1, dim)
-        sweep["raw_float32" if r is None else f"rank_{r}"] = {"oa": float(np.mean(oas)), "oa_sd": float(np.std(oas, ddof=1)) if len(oas) > 1 else 0.0,
+        sweep["raw_float32" if r is None else f"rank_{r}"] = {"oa": float(np.mean(oas)), "oa_sd": sample_sd(oas),
                                                               "oa_runs": oas, "bytes_per_sample": per_sample, "reduction": raw_bytes(1, dim) / per_sample}
         print(f"  {'raw float32' if r is None else f'rank {r}':<12} OA {100 * np.mean(oas):.2f} (runs {', '.join(f'{100 * o:.2f}' for o in oas)})  {per_sample} B/sample/modality", flush=True)
 

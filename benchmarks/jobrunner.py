@@ -93,9 +93,18 @@ def with_train(cfg: Config, **changes) -> Config:
     return dataclasses.replace(cfg, train=dataclasses.replace(cfg.train, **changes))
 
 
+def with_model(cfg: Config, **changes) -> Config:
+    """``cfg`` with some ``model`` fields replaced (comm, dropout, U-Net size): the sweeps' knob."""
+    return dataclasses.replace(cfg, model=dataclasses.replace(cfg.model, **changes))
+
+
 def with_comm(cfg: Config, rank: int | None) -> Config:
-    comm = dataclasses.replace(cfg.model.comm, enabled=rank is not None, rank=rank or cfg.model.comm.rank)
-    return dataclasses.replace(cfg, model=dataclasses.replace(cfg.model, comm=comm))
+    return with_model(cfg, comm=dataclasses.replace(cfg.model.comm, enabled=rank is not None, rank=rank or cfg.model.comm.rank))
+
+
+def sample_sd(values: list[float]) -> float:
+    """Sample standard deviation of a sweep's runs; 0 for a single run (the tables print it)."""
+    return float(np.std(values, ddof=1)) if len(values) > 1 else 0.0
 
 
 def federated_job(cfg: Config, pre: dict, work: Path, security: str = "none", label_holder: str = "aggregator", threads: int = 1) -> dict:

@@ -14,7 +14,6 @@ Writes benchmarks/results/stage2_spread.json and prints a table (OA mean +- sd, 
 from __future__ import annotations
 
 import argparse
-import dataclasses
 import json
 import sys
 import time
@@ -22,14 +21,10 @@ from pathlib import Path
 
 import numpy as np
 
-from jobrunner import ROOT, centralised_stage2, pretrain, with_train  # also puts the project on sys.path
+from jobrunner import ROOT, centralised_stage2, pretrain, sample_sd, with_model, with_train  # also puts the project on sys.path
 
-from feddiff.config import Config, load_config  # noqa: E402
+from feddiff.config import load_config  # noqa: E402
 from feddiff.data.loader import load_scene  # noqa: E402
-
-
-def with_dropout(cfg: Config, p: float) -> Config:
-    return dataclasses.replace(cfg, model=dataclasses.replace(cfg.model, dropout=p))
 
 
 def main() -> int:
@@ -49,10 +44,10 @@ def main() -> int:
     for p in args.dropouts:
         oas = []
         for seed in args.seeds:
-            r = centralised_stage2(with_dropout(with_train(cfg0, seed=seed), p), scene, pre)
+            r = centralised_stage2(with_model(with_train(cfg0, seed=seed), dropout=p), scene, pre)
             oas.append(100 * r["oa"])
             print(f"dropout {p:g} stage-2 seed {seed}: OA {oas[-1]:.2f}", flush=True)
-        rows[f"dropout_{p:g}"] = {"dropout": p, "oas": oas, "oa_mean": float(np.mean(oas)), "oa_sd": float(np.std(oas, ddof=1)) if len(oas) > 1 else 0.0}
+        rows[f"dropout_{p:g}"] = {"dropout": p, "oas": oas, "oa_mean": float(np.mean(oas)), "oa_sd": sample_sd(oas)}
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps({"config": args.config, "stage1_seed": 0, "seeds": args.seeds, "rows": rows}, indent=2))
