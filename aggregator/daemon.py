@@ -16,6 +16,7 @@ import time
 from pathlib import Path
 
 from feddiff.config import Config, load_config
+from feddiff.model.ensemble import check_federable
 from feddiff.logs import configure_logging
 from feddiff.maps import write_png_map
 from feddiff.protocol import topics
@@ -108,6 +109,7 @@ def run(cfg: Config, state_dir: Path) -> int:
 
 def main(args: argparse.Namespace) -> int:
     cfg = load_config(args.config)
+    check_federable(cfg.model, args.config)
     state_dir = state_dir_of(cfg, args.state_dir)
     state_dir.mkdir(parents=True, exist_ok=True)
     configure_logging(getattr(args, "verbose", False), str(state_dir / "aggregator.log.jsonl"), name="aggregator")

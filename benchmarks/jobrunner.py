@@ -31,7 +31,8 @@ from feddiff.metrics import classification_metrics  # noqa: E402
 from feddiff.model.checkpoint import atomic_torch_save  # noqa: E402
 from feddiff.model.net import FedDiffNet  # noqa: E402
 from feddiff.model.prepare import pixel_sets, sources  # noqa: E402
-from feddiff.model.train import predict, pretrain_denoiser, set_seed, train_classifier  # noqa: E402
+from feddiff.model.ensemble import build_net  # noqa: E402
+from feddiff.model.train import predict, pretrain_denoiser, set_seed, train_stage2  # noqa: E402
 
 
 def cached(path: Path, resume: bool, compute: Callable[[], dict]) -> dict:
@@ -76,13 +77,13 @@ def centralised_stage2(cfg: Config, scene: Scene, pre: dict) -> dict:
     set_seed(cfg.train.seed, cfg.train.threads)
     mods = list(scene.modalities)
     srcs = sources(scene, mods, cfg.model.patch_size)
-    net = FedDiffNet({m: scene.modalities[m].shape[2] for m in mods}, scene.num_classes, cfg.model, cfg.train.seed)
-    for m in mods:
+    net = build_net({m: scene.modalities[m].shape[2] for m in mods}, scene.num_classes, cfg.model, cfg.train.seed)
+    for m in mods:  # an ensemble's members share these denoisers
         net.branches[m].unet.load_state_dict(pre["unet"][m])
         net.branches[m].freeze_denoiser()
     train, test = pixel_sets(scene)
     t = time.perf_counter()
-    train_classifier(net, srcs, train, cfg, progress=False)
+    train_stage2(net, srcs, train, cfg, progress=False)
     secs = time.perf_counter() - t
     pred = predict(net, srcs, test.rows, test.cols, cfg.train.eval_batch)
     return {**classification_metrics(test.labels, pred, scene.num_classes), "epoch_s": secs / cfg.train.epochs}

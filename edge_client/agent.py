@@ -20,6 +20,7 @@ from typing import Optional
 import numpy as np
 
 from feddiff.config import Config, load_config
+from feddiff.model.ensemble import check_federable
 from feddiff.data.loader import load_scene
 from feddiff.errors import ConfigError
 from feddiff.logs import configure_logging
@@ -231,6 +232,7 @@ class EdgeAgent:
 
 def main(args: argparse.Namespace) -> int:
     cfg = load_config(args.config)
+    check_federable(cfg.model, args.config)
     state_dir = Path(args.state_dir) if args.state_dir else Path(cfg.resolve(cfg.federation.state_dir)) / args.id
     state_dir.mkdir(parents=True, exist_ok=True)
     configure_logging(getattr(args, "verbose", False), str(state_dir / "edge.log.jsonl"), name=args.id)

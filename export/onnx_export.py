@@ -27,6 +27,7 @@ import torch.nn as nn
 
 from feddiff.errors import FedDiffError
 from feddiff.model.comm import quantise
+from feddiff.model.ensemble import EnsembleNet
 from feddiff.model.net import FedDiffNet
 
 log = logging.getLogger("feddiff.export")
@@ -94,6 +95,7 @@ def model_metadata(net: FedDiffNet, ck: dict, graph: str, quantize: str = "none"
         "patch_size": str(int(cfg.model.patch_size)),
         "stats": json.dumps({m: s.to_dict() for m, s in ck["stats"].items()}),
         "timesteps": json.dumps(list(cfg.model.feature_timesteps)),
+        "members": str(int(cfg.model.members)),
         "version": str(ck.get("version", "")),
         "config_hash": str(ck.get("config_hash", "")),
         "graph": graph,
@@ -309,6 +311,8 @@ def export_checkpoint(
     if split:
         if quantize != "none":
             raise FedDiffError("--split with --quantize is not supported: quantise the whole graph, or export --split in fp32")
+        if isinstance(net, EnsembleNet):
+            raise FedDiffError(f"{checkpoint}: --split cuts one model at the wire, this checkpoint is an ensemble of {len(net.members)} (model.members); export the whole graph")
         paths = export_split(net, ck, out)
         par = compare(ref, ort_split_logits(paths, patches))
         require_parity(par, list(paths.values()), "split export")

@@ -114,6 +114,9 @@ class ModelSpec:
     # published); see model.fusion.Stream for why the accuracy config uses it. The HE mode's
     # additive head (fusion: additive) has no streams and ignores it.
     dropout: float = field(default=0.0, metadata=_rng(0.0, 0.9))
+    # Stage-2 ensemble (model.ensemble): K classifiers over the same frozen denoisers and one
+    # feature pass, probabilities averaged. 1 = FedDiff as published; federation trains one.
+    members: int = field(default=1, metadata=_rng(1, 16))
     fusion: str = field(default="interaction", metadata=_rng(choices=("interaction", "additive")))
     he_dim: int = field(default=32, metadata=_rng(1, 4096))  # width of the encrypted sum in HE mode
     comm: CommSpec = field(default_factory=CommSpec)

@@ -81,7 +81,8 @@ def test_trento_accuracy_config_differs_from_the_deployed_one_only_where_documen
     assert (accurate.model.unet.base_channels, fast.model.unet.base_channels) == (32, 16)
     assert (accurate.train.pretrain_steps, accurate.train.mse_weight, accurate.train.l2) == (6000, 0.0, 0.0)
     assert (accurate.model.dropout, fast.model.dropout) == (0.5, 0.0)
-    same = dataclasses.replace(accurate.model, unet=fast.model.unet, dropout=0.0)
+    assert (accurate.model.members, fast.model.members) == (5, 1)
+    same = dataclasses.replace(accurate.model, unet=fast.model.unet, dropout=0.0, members=1)
     assert same == fast.model
 
 

@@ -83,9 +83,9 @@ class ModalityBranch(nn.Module):
         raw, diff = self.maps(x, feats)
         return torch.cat([raw.flatten(1), diff.flatten(1)], dim=1)
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
+    def forward(self, x: torch.Tensor, feats: torch.Tensor | None = None) -> torch.Tensor:
         """What this station contributes: rank-r quantised codes (straight-through), or raw features."""
-        flat = self.flat_features(x)
+        flat = self.flat_features(x, feats)
         return self.encoder(flat) if self.encoder is not None else flat
 
     @torch.no_grad()

@@ -19,6 +19,7 @@ from feddiff import __version__
 from feddiff.config import Config, config_from_dict, config_hash
 from feddiff.data.normalise import BandStats
 from feddiff.errors import FedDiffError
+from feddiff.model.ensemble import EnsembleNet, build_net
 from feddiff.model.net import FedDiffNet
 
 
@@ -46,7 +47,7 @@ def atomic_torch_save(obj: Any, path: Path) -> None:
 
 
 def save_checkpoint(
-    path: Path, net: FedDiffNet, cfg: Config, stats: dict[str, BandStats], class_names: list[str], metrics: dict | None = None
+    path: Path, net: FedDiffNet | EnsembleNet, cfg: Config, stats: dict[str, BandStats], class_names: list[str], metrics: dict | None = None
 ) -> None:
     cfg_dict = dataclasses.asdict(cfg)
     atomic_torch_save(
@@ -66,7 +67,7 @@ def save_checkpoint(
     )
 
 
-def load_checkpoint(path: Path) -> tuple[FedDiffNet, dict]:
+def load_checkpoint(path: Path) -> tuple[FedDiffNet | EnsembleNet, dict]:
     """Rebuild the network from the stored config and load the weights (no pickle of code)."""
     path = Path(path)
     if not path.is_file():
@@ -78,7 +79,7 @@ def load_checkpoint(path: Path) -> tuple[FedDiffNet, dict]:
     if not isinstance(ck, dict) or ck.get("format") != "feddiff-checkpoint-1":
         raise FedDiffError(f"{path}: not a FedDiff checkpoint")
     cfg = config_from_dict(_strip_source(ck["config"]), str(path), check_files=False)
-    net = FedDiffNet(ck["bands"], len(ck["class_names"]), cfg.model, cfg.train.seed)
+    net = build_net(ck["bands"], len(ck["class_names"]), cfg.model, cfg.train.seed)
     net.load_state_dict(ck["state_dict"])
     net.eval()
     ck["cfg"] = cfg

@@ -23,8 +23,11 @@ class FedDiffNet(nn.Module):
         self.branches = nn.ModuleDict({m: build_branch(c, spec, seed, m) for m, c in bands.items()})
         self.head = build_head(self.modalities, num_classes, spec, seed)
 
-    def forward(self, patches: dict[str, torch.Tensor]) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
-        wire = {m: self.branches[m](patches[m]) for m in self.modalities}
+    def forward(
+        self, patches: dict[str, torch.Tensor], feats: dict[str, torch.Tensor] | None = None
+    ) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+        """``feats``: each branch's ``diffusion_features``, when an ensemble computed them once."""
+        wire = {m: self.branches[m](patches[m], None if feats is None else feats[m]) for m in self.modalities}
         return self.head(wire)
 
 

@@ -22,6 +22,7 @@ from feddiff.data.scene import Scene
 from feddiff.metrics import classification_metrics
 from feddiff.model.branch import ModalityBranch, make_schedule
 from feddiff.model.comm import LowRankDecoder, LowRankEncoder
+from feddiff.model.ensemble import EnsembleNet, build_net, member_config, members
 from feddiff.model.losses import feddiff_loss
 from feddiff.model.net import FedDiffNet
 from feddiff.model.prepare import PatchSource, PixelSet, pixel_sets, sources
@@ -195,8 +196,24 @@ def train_classifier(
     return history
 
 
+def train_stage2(net: FedDiffNet | EnsembleNet, srcs: dict[str, PatchSource], train: PixelSet, cfg: Config, progress: bool = True) -> list[dict]:
+    """Stage 2 for each member in turn (one for a plain model); an ensemble's rows carry
+    ``member``. Members share the frozen denoisers, so each run is ``train_classifier`` as is."""
+    rows: list[dict] = []
+    many = isinstance(net, EnsembleNet)
+    if many:  # also with pretrain_steps 0: no member may move the denoiser the others use
+        for branch in net.branches.values():
+            branch.freeze_denoiser()
+    for member, k in members(net):
+        if many:
+            log.info("stage 2, ensemble member %d/%d", k + 1, len(net.members))
+        hist = train_classifier(member, srcs, train, member_config(cfg, k), progress)
+        rows.extend({**row, "member": k} if many else row for row in hist)
+    return rows
+
+
 @torch.no_grad()
-def predict(net: FedDiffNet, srcs: dict[str, PatchSource], rows: np.ndarray, cols: np.ndarray, batch: int, progress: bool = False) -> np.ndarray:
+def predict(net: FedDiffNet | EnsembleNet, srcs: dict[str, PatchSource], rows: np.ndarray, cols: np.ndarray, batch: int, progress: bool = False) -> np.ndarray:
     """0-based class ids for the given pixels, in batches (bounded memory)."""
     net.eval()
     out = np.empty(rows.shape[0], dtype=np.int64)
@@ -208,7 +225,7 @@ def predict(net: FedDiffNet, srcs: dict[str, PatchSource], rows: np.ndarray, col
 
 @dataclass
 class TrainResult:
-    net: FedDiffNet
+    net: FedDiffNet | EnsembleNet
     sources: dict[str, PatchSource]
     metrics: dict
     history: History
@@ -220,14 +237,14 @@ def train_centralised(cfg: Config, scene: Scene, modalities: list[str], progress
     set_seed(cfg.train.seed, cfg.train.threads)
     srcs = sources(scene, modalities, cfg.model.patch_size)
     train, test = pixel_sets(scene)
-    net = FedDiffNet({m: scene.modalities[m].shape[2] for m in modalities}, scene.num_classes, cfg.model, cfg.train.seed)
+    net = build_net({m: scene.modalities[m].shape[2] for m in modalities}, scene.num_classes, cfg.model, cfg.train.seed)
     hist = History()
     for m in modalities:
         losses = pretrain_denoiser(net.branches[m], srcs[m], cfg, cfg.train.seed, progress, desc=f"pretrain {m}")
         if losses:
             hist.pretrain_loss[m] = float(np.mean(losses[-20:]))
     t1 = time.perf_counter()
-    hist.epochs = train_classifier(net, srcs, train, cfg, progress)
+    hist.epochs = train_stage2(net, srcs, train, cfg, progress)
     t2 = time.perf_counter()
     pred = predict(net, srcs, test.rows, test.cols, cfg.train.eval_batch, progress)
     metrics = classification_metrics(test.labels, pred, scene.num_classes)

@@ -80,3 +80,35 @@ def test_parity_failure_deletes_output(tmp_path):
     with pytest.raises(FedDiffError, match="disagrees"):
         require_parity(Parity(1.0, 1.0, 4), [f], "export")
     assert not f.exists()
+
+
+def test_ensemble_exports_as_one_graph_with_parity_and_refuses_split(tmp_path):
+    """model.members > 1: the members share one feature pass inside the graph; the split form
+    (one model cut at the wire) cannot hold them, and says so in one line."""
+    import yaml
+
+    from export.onnx_export import export_checkpoint
+    from feddiff.config import load_config
+    from feddiff.data.loader import load_scene
+    from feddiff.model.checkpoint import save_checkpoint
+    from feddiff.model.train import train_centralised
+    from tests.export.conftest import write_config
+
+    config = write_config(tmp_path / "scene.yaml")
+    doc = yaml.safe_load(config.read_text())
+    doc["model"]["members"] = 2
+    config.write_text(yaml.safe_dump(doc))
+    cfg = load_config(config)
+    scene = load_scene(cfg)
+    res = train_centralised(cfg, scene, ["hsi", "lidar"], progress=False)
+    ck = tmp_path / "model.pt"
+    save_checkpoint(ck, res.net, cfg, {m: s.stats for m, s in res.sources.items()}, scene.class_names, res.metrics)
+    out = export_checkpoint(ck, tmp_path / "model.onnx", config=str(config), parity_n=64)
+    assert out.parity.max_abs_diff <= 1e-4 and out.parity.argmax_agree == 1.0
+    import onnx
+
+    props = {p.key: p.value for p in onnx.load(str(tmp_path / "model.onnx")).metadata_props}
+    assert props["feddiff.members"] == "2"
+    with pytest.raises(FedDiffError) as e:
+        export_checkpoint(ck, tmp_path / "split", split=True, config=str(config))
+    assert "ensemble of 2" in str(e.value) and "\n" not in str(e.value)
