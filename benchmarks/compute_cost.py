@@ -20,13 +20,13 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from feddiff.config import ModelSpec, load_config  # noqa: E402
-from feddiff.model.net import FedDiffNet  # noqa: E402
+from feddiff.model.ensemble import build_net  # noqa: E402
 
 CUTS = [(32, [5, 50, 150], 64), (16, [5, 50, 150], 64), (16, [5, 50, 150], 32), (16, [5, 50], 32), (16, [50], 32)]
 
 
 def macs_per_pixel(spec: ModelSpec, bands: dict[str, int], classes: int) -> float:
-    net = FedDiffNet(bands, classes, spec, 0).eval()
+    net = build_net(bands, classes, spec, 0).eval()  # an ensemble's shared feature pass counts once
     total = [0]
 
     def hook(mod: torch.nn.Module, _inp: tuple, out: torch.Tensor) -> None:
@@ -56,6 +56,10 @@ def main() -> int:
     for base, ts, hc in CUTS:
         spec = dataclasses.replace(cfg.model, unet=dataclasses.replace(cfg.model.unet, base_channels=base), feature_timesteps=ts, head_channels=hc)
         print(f"| {base} | {', '.join(map(str, ts))} | {hc} | {macs_per_pixel(spec, bands, args.classes):.1f} |")
+    m = cfg.model
+    one = dataclasses.replace(m, members=1)
+    print(f"\n{cfg.name} as configured (base {m.unet.base_channels}, timesteps {m.feature_timesteps}, head {m.head_channels}, "
+          f"{m.members} stage-2 member(s)): {macs_per_pixel(m, bands, args.classes):.1f} M MAC / pixel; one member: {macs_per_pixel(one, bands, args.classes):.1f}")
     return 0
 
 
