@@ -65,7 +65,8 @@ def run_train(args: argparse.Namespace) -> int:
     modalities = pick_modalities(args.modality, list(scene.modalities), cfg.source)
     out = Path(args.out or cfg.resolve(cfg.output_dir))
     out.mkdir(parents=True, exist_ok=True)
-    print(f"training {'+'.join(modalities)} on {scene.name} ({scene.shape[0]} x {scene.shape[1]}), seed {cfg.train.seed}")
+    ensemble = f", {cfg.model.members} stage-2 members" if cfg.model.members > 1 else ""
+    print(f"training {'+'.join(modalities)} on {scene.name} ({scene.shape[0]} x {scene.shape[1]}), seed {cfg.train.seed}{ensemble}")
     t0 = time.perf_counter()
     result = train_centralised(cfg, scene, modalities)
     stats = {m: s.stats for m, s in result.sources.items()}
