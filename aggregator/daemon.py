@@ -16,9 +16,9 @@ import time
 from pathlib import Path
 
 from feddiff.config import Config, load_config
-from feddiff.model.ensemble import check_federable
 from feddiff.logs import configure_logging
 from feddiff.maps import write_png_map
+from feddiff.model.ensemble import check_federable
 from feddiff.protocol import topics
 from feddiff.protocol.endpoint import fresh_seq, open_channel
 

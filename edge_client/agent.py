@@ -20,10 +20,10 @@ from typing import Optional
 import numpy as np
 
 from feddiff.config import Config, load_config
-from feddiff.model.ensemble import check_federable
 from feddiff.data.loader import load_scene
 from feddiff.errors import ConfigError
 from feddiff.logs import configure_logging
+from feddiff.model.ensemble import check_federable
 from feddiff.protocol import jobs, topics
 from feddiff.protocol.endpoint import fresh_seq, open_channel
 

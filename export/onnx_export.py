@@ -304,15 +304,15 @@ def export_checkpoint(
     from feddiff.model.checkpoint import load_checkpoint
 
     net, ck = load_checkpoint(Path(checkpoint))
+    if split and quantize != "none":
+        raise FedDiffError("--split with --quantize is not supported: quantise the whole graph, or export --split in fp32")
+    if split and isinstance(net, EnsembleNet):
+        raise FedDiffError(f"{checkpoint}: --split cuts one model at the wire, this checkpoint is an ensemble of {len(net.members)} (model.members); export the whole graph")
     torch.set_num_threads(max(1, torch.get_num_threads()))
     patches = parity_patches(net, ck, config, parity_n)
     ref = torch_logits(net, patches)
     out = Path(out)
     if split:
-        if quantize != "none":
-            raise FedDiffError("--split with --quantize is not supported: quantise the whole graph, or export --split in fp32")
-        if isinstance(net, EnsembleNet):
-            raise FedDiffError(f"{checkpoint}: --split cuts one model at the wire, this checkpoint is an ensemble of {len(net.members)} (model.members); export the whole graph")
         paths = export_split(net, ck, out)
         par = compare(ref, ort_split_logits(paths, patches))
         require_parity(par, list(paths.values()), "split export")
