@@ -69,11 +69,9 @@ def build_net(bands: dict[str, int], num_classes: int, spec: ModelSpec, seed: in
     return FedDiffNet(bands, num_classes, spec, seed)
 
 
-def members(net: nn.Module) -> list[tuple[FedDiffNet, int]]:
-    """(member, its stage-2 seed offset k) for either kind of model."""
-    if isinstance(net, EnsembleNet):
-        return [(m, k) for k, m in enumerate(net.members)]
-    return [(net, 0)]
+def members(net: nn.Module) -> list[FedDiffNet]:
+    """The stage-2 models to train, in order (member k's config: ``member_config(cfg, k)``)."""
+    return list(net.members) if isinstance(net, EnsembleNet) else [net]
 
 
 def member_config(cfg: Config, k: int) -> Config:

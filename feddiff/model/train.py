@@ -199,16 +199,15 @@ def train_classifier(
 def train_stage2(net: FedDiffNet | EnsembleNet, srcs: dict[str, PatchSource], train: PixelSet, cfg: Config, progress: bool = True) -> list[dict]:
     """Stage 2 for each member in turn (one for a plain model); an ensemble's rows carry
     ``member``. Members share the frozen denoisers, so each run is ``train_classifier`` as is."""
+    nets = members(net)
+    if len(nets) == 1:
+        return train_classifier(net, srcs, train, cfg, progress)
+    for branch in net.branches.values():  # also with pretrain_steps 0: no member may move the others' denoiser
+        branch.freeze_denoiser()
     rows: list[dict] = []
-    many = isinstance(net, EnsembleNet)
-    if many:  # also with pretrain_steps 0: no member may move the denoiser the others use
-        for branch in net.branches.values():
-            branch.freeze_denoiser()
-    for member, k in members(net):
-        if many:
-            log.info("stage 2, ensemble member %d/%d", k + 1, len(net.members))
-        hist = train_classifier(member, srcs, train, member_config(cfg, k), progress)
-        rows.extend({**row, "member": k} if many else row for row in hist)
+    for k, member in enumerate(nets):
+        log.info("stage 2, ensemble member %d/%d", k + 1, len(nets))
+        rows.extend({**row, "member": k} for row in train_classifier(member, srcs, train, member_config(cfg, k), progress))
     return rows
 
 
