@@ -27,8 +27,8 @@ def run_export(args: argparse.Namespace) -> int:
 def run_infer(args: argparse.Namespace) -> int:
     from export.infer import run_inference
 
-    res = run_inference(Path(args.model), args.config, Path(args.out), batch=args.batch, provider=args.provider)
-    print(f"[infer] provider: {res.provider} (from session.get_providers(); requested {args.provider})")
+    res = run_inference(Path(args.model), args.config, Path(args.out), batch=args.batch, provider=args.provider, workers=args.workers, threads=args.threads)
+    print(f"[infer] provider: {res.provider} (from session.get_providers(); requested {args.provider}); {res.schedule}")
     print(f"[infer] {res.pixels} pixels in {res.seconds:.2f}s ({res.pixels_per_s:,.0f} px/s)")
     if res.metrics is not None:
         m = res.metrics

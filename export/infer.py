@@ -10,11 +10,14 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 import time
 import warnings
+from collections import deque
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Optional
+from typing import Callable, Iterable, Optional, Union
 
 import numpy as np
 
@@ -63,19 +66,25 @@ class ModelMeta:
         )
 
 
+def requested_providers(provider: str) -> list[str]:
+    """What to ask onnxruntime for: CUDA first where the build has it and the user allows it."""
+    import onnxruntime as ort
+
+    return [CUDA, CPU] if provider in ("auto", "cuda") and CUDA in ort.get_available_providers() else [CPU]
+
+
 def open_session(path: Path, provider: str = "auto", threads: int = 0):
     """(session, provider that actually runs). CUDA is only *requested* here; onnxruntime-gpu
     silently falls back to CPU when the CUDA libraries or a GPU are missing, so the truth is
-    ``session.get_providers()`` after creation, never the request."""
+    ``session.get_providers()`` after creation, never the request. ``threads``: intra-op
+    threads of each ``run`` (0: onnxruntime's default, one per core)."""
     import onnxruntime as ort
 
     path = Path(path)
     if not path.is_file():
         raise FedDiffError(f"{path}: ONNX model not found")
-    want = [CPU]
-    if provider in ("auto", "cuda") and CUDA in ort.get_available_providers():
-        want = [CUDA, CPU]
-    elif provider == "cuda":
+    want = requested_providers(provider)
+    if provider == "cuda" and CUDA not in want:
         log.warning("CUDA requested but this onnxruntime build has no CUDAExecutionProvider; using CPU")
     # A missing CUDA runtime makes onnxruntime print a multi-line library error before it falls
     # back; we report the provider that actually runs on one line instead.
@@ -92,6 +101,55 @@ def open_session(path: Path, provider: str = "auto", threads: int = 0):
     if provider == "cuda" and used != CUDA:
         log.warning("CUDA requested but the session runs on %s", used)
     return sess, used
+
+
+def usable_cores() -> int:
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:  # not Linux
+        return os.cpu_count() or 1
+
+
+@dataclass(frozen=True)
+class Schedule:
+    """How a scene's batches use the CPU: ``workers`` batches run side by side, each on
+    ``threads`` intra-op threads (0: the runtime's default).
+
+    Why one single-threaded run per core is the CPU default: a batch of 8 x 8 patches is a
+    long chain of small operators (16-32 channels, 4 x 4 to 8 x 8 pixels) that two intra-op
+    threads barely speed up (1.1-1.2x one thread on this 2-core machine), while two
+    single-threaded runs side by side scale 1.9-2x (``benchmarks/inference.py``, README).
+    On CUDA the GPU does the work: one caller."""
+
+    workers: int
+    threads: int
+
+    def __str__(self) -> str:
+        return f"{self.workers} worker{'s' if self.workers != 1 else ''} x {self.threads or 'default'} intra-op thread{'s' if self.threads != 1 else ''}"
+
+
+def plan_schedule(cuda: bool, workers: int = 0, threads: int = 0) -> Schedule:
+    """Fill in what the user left at 0 (auto)."""
+    if workers < 0 or threads < 0:
+        raise FedDiffError(f"--workers and --threads must be >= 0 (0: automatic), got {workers} and {threads}")
+    if workers == 0:
+        workers = 1 if cuda else usable_cores()
+    if threads == 0 and workers > 1 and not cuda:
+        threads = 1
+    return Schedule(workers, threads)
+
+
+def open_scheduled(path: Path, provider: str = "auto", workers: int = 0, threads: int = 0):
+    """(session, provider that runs, schedule): the schedule follows the provider that really
+    runs, so a CUDA request that falls back to CPU gets the CPU schedule (the session is reopened
+    once, because intra-op threads are fixed when a session is created)."""
+    cuda = CUDA in requested_providers(provider)
+    plan = plan_schedule(cuda, workers, threads)
+    sess, used = open_session(path, provider, plan.threads)
+    if cuda and used != CUDA:
+        plan = plan_schedule(False, workers, threads)
+        sess, used = open_session(path, "cpu", plan.threads)
+    return sess, used, plan
 
 
 def session_meta(sess, where: str = "model") -> ModelMeta:
@@ -139,20 +197,50 @@ def scene_patches(config: str, stats: dict[str, BandStats], modalities: list[str
     return out
 
 
-def classify_scene(sess, meta: ModelMeta, rasters: dict[str, np.ndarray], batch: int = 1024, progress: bool = True) -> np.ndarray:
+def classify_pixels(
+    run: Callable[[dict[str, np.ndarray]], np.ndarray],
+    padded: dict[str, np.ndarray],
+    patch_size: int,
+    batches: Iterable[tuple[Union[slice, np.ndarray], np.ndarray, np.ndarray]],
+    out: np.ndarray,
+    workers: int = 1,
+    on_batch: Callable[[int], None] = lambda n: None,
+) -> np.ndarray:
+    """For every ``(where, rows, cols)`` batch, writes ``run(patches).argmax(1)`` into
+    ``out[where]``, ``workers`` batches at a time.
+
+    Each worker cuts its own patches, so patch cutting overlaps inference; at most ``2 *
+    workers`` batches are in flight, so memory stays O(scene + workers x batch). ``run`` must be
+    safe to call from several threads at once (``InferenceSession.run`` is, and releases the
+    GIL for the whole graph; so is a PyTorch module under ``no_grad``, entered per thread)."""
+
+    def one(where: Union[slice, np.ndarray], rows: np.ndarray, cols: np.ndarray) -> int:
+        feeds = {m: extract_patches(p, rows, cols, patch_size) for m, p in padded.items()}
+        out[where] = run(feeds).argmax(1)
+        return int(rows.shape[0])
+
+    workers = max(1, workers)
+    with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="infer") as pool:
+        pending: deque = deque()
+        for where, rows, cols in batches:
+            pending.append(pool.submit(one, where, rows, cols))
+            if len(pending) >= 2 * workers:
+                on_batch(pending.popleft().result())
+        while pending:
+            on_batch(pending.popleft().result())
+    return out
+
+
+def classify_scene(sess, meta: ModelMeta, rasters: dict[str, np.ndarray], batch: int = 1024, progress: bool = True, workers: int = 1) -> np.ndarray:
     """(rows, cols) 0-based class ids for every pixel of the scene."""
     from tqdm import tqdm
 
     shape = next(iter(rasters.values())).shape[:2]
     padded = padded_sources(meta, rasters)
     pred = np.empty(shape[0] * shape[1], dtype=np.int64)
-    total = shape[0] * shape[1]
-    with tqdm(total=total, desc="infer", unit="px", disable=not progress, leave=False) as bar:
-        for rows, cols in sliding_batches(shape, batch):
-            feeds = {m: extract_patches(padded[m], rows, cols, meta.patch_size) for m in meta.modalities}
-            logits = sess.run(["logits"], feeds)[0]
-            pred[rows * shape[1] + cols] = logits.argmax(1)
-            bar.update(rows.shape[0])
+    batches = ((rows * shape[1] + cols, rows, cols) for rows, cols in sliding_batches(shape, batch))
+    with tqdm(total=pred.size, desc="infer", unit="px", disable=not progress, leave=False) as bar:
+        classify_pixels(lambda feeds: sess.run(["logits"], feeds)[0], padded, meta.patch_size, batches, pred, workers, bar.update)
     return pred.reshape(shape)
 
 
@@ -164,13 +252,16 @@ class InferResult:
     metrics: Optional[dict]
     seconds: float
     pixels: int
+    schedule: Schedule
 
     @property
     def pixels_per_s(self) -> float:
         return self.pixels / max(self.seconds, 1e-9)
 
 
-def run_inference(model: Path, config: str, out: Path, batch: int = 1024, provider: str = "auto", progress: bool = True) -> InferResult:
+def run_inference(
+    model: Path, config: str, out: Path, batch: int = 1024, provider: str = "auto", progress: bool = True, workers: int = 0, threads: int = 0
+) -> InferResult:
     """Classify the whole scene of ``config``; write class_map.tif, classification_map.png and
     (when the scene has test labels) metrics.json into ``out``."""
     from feddiff.config import load_config
@@ -180,7 +271,7 @@ def run_inference(model: Path, config: str, out: Path, batch: int = 1024, provid
 
     if batch < 1:
         raise FedDiffError(f"--batch must be >= 1, got {batch}")
-    sess, used = open_session(Path(model), provider)
+    sess, used, plan = open_scheduled(Path(model), provider, workers, threads)
     meta = session_meta(sess, str(model))
     if meta.graph != "whole":
         raise FedDiffError(f"{model}: a split ({meta.graph}) graph; infer needs the whole-model export")
@@ -188,7 +279,7 @@ def run_inference(model: Path, config: str, out: Path, batch: int = 1024, provid
     scene = load_scene(cfg)
     check_scene(meta, scene.modalities, str(config))
     t0 = time.perf_counter()
-    pred = classify_scene(sess, meta, scene.modalities, batch, progress)
+    pred = classify_scene(sess, meta, scene.modalities, batch, progress, plan.workers)
     seconds = time.perf_counter() - t0
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
@@ -203,8 +294,8 @@ def run_inference(model: Path, config: str, out: Path, batch: int = 1024, provid
         r, c, y = labelled_pixels(scene.test_labels)
         metrics = classification_metrics(y, pred[r, c], k)
         metrics["class_names"] = meta.class_names
-    doc = {"provider": used, "model": str(model), "quantize": meta.quantize, "pixels": int(pred.size), "seconds": seconds, "pixels_per_s": pred.size / max(seconds, 1e-9)}
+    doc = {"provider": used, "model": str(model), "quantize": meta.quantize, "workers": plan.workers, "threads_per_worker": plan.threads, "pixels": int(pred.size), "seconds": seconds, "pixels_per_s": pred.size / max(seconds, 1e-9)}
     if metrics is not None:
         doc.update(metrics)
     (out / "metrics.json").write_text(json.dumps(doc, indent=2))
-    return InferResult(used, out / "class_map.tif", out / "classification_map.png", metrics, seconds, int(pred.size))
+    return InferResult(used, out / "class_map.tif", out / "classification_map.png", metrics, seconds, int(pred.size), plan)

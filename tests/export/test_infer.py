@@ -84,3 +84,48 @@ def test_int8_and_fp16_models_run_and_report_oa(tiny):
         inf = run_inference(path, str(tiny.config), tiny.folder / f"infer_{q}", batch=512, progress=False)
         assert inf.metrics is not None and 0.0 <= inf.metrics["oa"] <= 1.0
         print(f"{q}: OA {inf.metrics['oa']:.4f}, argmax agreement with PyTorch {res.quantized.argmax_agree:.4f}")
+
+
+def test_cpu_schedule_is_one_single_threaded_worker_per_core_unless_told():
+    from export.infer import plan_schedule, usable_cores
+
+    auto = plan_schedule(cuda=False)
+    assert (auto.workers, auto.threads) == (usable_cores(), 1 if usable_cores() > 1 else 0)
+    assert (plan_schedule(cuda=True).workers, plan_schedule(cuda=True).threads) == (1, 0)
+    told = plan_schedule(cuda=False, workers=1, threads=2)
+    assert (told.workers, told.threads) == (1, 2)
+    assert str(plan_schedule(cuda=False, workers=2, threads=1)) == "2 workers x 1 intra-op thread"
+
+
+def test_negative_schedule_is_one_line_error():
+    from export.infer import plan_schedule
+
+    with pytest.raises(FedDiffError, match="--workers and --threads must be >= 0") as err:
+        plan_schedule(cuda=False, workers=-1)
+    assert "\n" not in str(err.value)
+
+
+def test_parallel_workers_give_the_same_map_as_one(exported, tiny):
+    """Batches finish out of order across workers; every pixel must still land in its place."""
+    from export.infer import classify_scene, open_session, session_meta
+    from feddiff.config import load_config
+    from feddiff.data.loader import load_scene
+
+    scene = load_scene(load_config(tiny.config))
+    one_sess = open_session(exported[0], "cpu")[0]
+    meta = session_meta(one_sess)
+    one = classify_scene(one_sess, meta, scene.modalities, batch=97, progress=False, workers=1)
+    par_sess = open_session(exported[0], "cpu", threads=1)[0]
+    many = classify_scene(par_sess, meta, scene.modalities, batch=97, progress=False, workers=3)
+    assert one.shape == scene.shape
+    assert (one == many).all()
+    assert len(set(one.ravel().tolist())) > 1  # a constant map would pass trivially
+
+
+def test_infer_reports_its_schedule(exported, tiny):
+    from export.infer import run_inference
+
+    res = run_inference(exported[0], str(tiny.config), tiny.folder / "sched", batch=256, progress=False, workers=2, threads=1)
+    assert (res.schedule.workers, res.schedule.threads) == (2, 1)
+    doc = json.loads((tiny.folder / "sched" / "metrics.json").read_text())
+    assert doc["workers"] == 2 and doc["threads_per_worker"] == 1
