@@ -30,7 +30,9 @@ import resource
 import subprocess
 import sys
 import time
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Callable, Optional
 
 import numpy as np
 
@@ -80,50 +82,97 @@ def parse_variant(spec: str, threads: int) -> tuple[str, int, int]:
     return name, int(w), int(t)
 
 
-def worker(args: argparse.Namespace) -> None:
-    """One variant under one schedule: classify the timed pixels and the test pixels; print one
-    JSON line. Batches go through ``export.infer.classify_pixels``, the loop ``feddiff infer``
-    runs, with ``workers`` batches side by side, each on ``threads`` intra-op threads."""
-    from export.infer import ModelMeta, classify_pixels, open_session, padded_sources, session_meta
-    from feddiff.metrics import classification_metrics
+@dataclass
+class Runner:
+    """One variant under one schedule, ready to classify."""
 
-    name, workers, threads = parse_variant(args.variant, args.threads)
-    scene, (tr, tc), (er, ec, ey) = pixel_sets(args.config, args.max_pixels, args.test_pixels)
+    spec: str
+    name: str
+    workers: int
+    threads: int
+    provider: str
+    meta: object
+    run: Callable[[dict], np.ndarray]
+
+    def classify(self, padded: dict, rows: np.ndarray, cols: np.ndarray, batch: int) -> np.ndarray:
+        """Batches go through ``export.infer.classify_pixels``, the loop ``feddiff infer`` runs,
+        ``workers`` batches side by side, each on ``threads`` intra-op threads."""
+        from export.infer import classify_pixels
+
+        if self.name == "torch":
+            import torch
+
+            torch.set_num_threads(self.threads)  # process-wide: set again before every use
+        out = np.empty(rows.shape[0], np.int64)
+        batches = ((slice(i, i + batch), rows[i : i + batch], cols[i : i + batch]) for i in range(0, rows.shape[0], batch))
+        return classify_pixels(self.run, {m: padded[m] for m in self.meta.modalities}, self.meta.patch_size, batches, out, self.workers)
+
+
+def make_runner(spec: str, threads: int, checkpoint: Path, model: Optional[Path]) -> Runner:
+    from export.infer import ModelMeta, open_session, session_meta
+
+    name, workers, threads = parse_variant(spec, threads)
     if name == "torch":
         import torch
 
         from feddiff.model.checkpoint import load_checkpoint
 
-        torch.set_num_threads(threads)
-        net, ck = load_checkpoint(Path(args.checkpoint))
+        net, ck = load_checkpoint(checkpoint)
         meta = ModelMeta(list(net.modalities), dict(ck["bands"]), list(ck["class_names"]), int(ck["cfg"].model.patch_size), ck["stats"], [], "", "", "whole", "none")
 
         def run(feeds: dict) -> np.ndarray:
             with torch.no_grad():  # no_grad is thread-local: each worker thread enters its own
                 return net({m: torch.from_numpy(x) for m, x in feeds.items()})[0].numpy()
 
-        provider = "torch-eager-cpu"
-    else:
-        sess, provider = open_session(Path(args.model), "cpu", threads=threads)
-        meta = session_meta(sess)
+        return Runner(spec, name, workers, threads, "torch-eager-cpu", meta, run)
+    sess, provider = open_session(Path(model), "cpu", threads=threads)
+    return Runner(spec, name, workers, threads, provider, session_meta(sess), lambda feeds: sess.run(["logits"], feeds)[0])
 
-        def run(feeds: dict) -> np.ndarray:
-            return sess.run(["logits"], feeds)[0]
 
-    padded = padded_sources(meta, scene.modalities)
+def worker(args: argparse.Namespace) -> None:
+    """One variant under one schedule: classify the timed pixels and the test pixels; print one
+    JSON line."""
+    from export.infer import padded_sources
+    from feddiff.metrics import classification_metrics
 
-    def classify(rows: np.ndarray, cols: np.ndarray) -> np.ndarray:
-        out = np.empty(rows.shape[0], np.int64)
-        batches = ((slice(i, i + args.batch), rows[i : i + args.batch], cols[i : i + args.batch]) for i in range(0, rows.shape[0], args.batch))
-        return classify_pixels(run, {m: padded[m] for m in meta.modalities}, meta.patch_size, batches, out, workers)
-
-    classify(tr[: args.batch * workers], tc[: args.batch * workers])  # warm-up (allocations, lazy init)
+    scene, (tr, tc), (er, ec, ey) = pixel_sets(args.config, args.max_pixels, args.test_pixels)
+    r = make_runner(args.variant, args.threads, Path(args.checkpoint), Path(args.model) if args.model else None)
+    padded = padded_sources(r.meta, scene.modalities)
+    r.classify(padded, tr[: args.batch * r.workers], tc[: args.batch * r.workers], args.batch)  # warm-up (allocations, lazy init)
     t0 = time.perf_counter()
-    classify(tr, tc)
+    r.classify(padded, tr, tc, args.batch)
     seconds = time.perf_counter() - t0
-    m = classification_metrics(ey, classify(er, ec), len(meta.class_names))
+    m = classification_metrics(ey, r.classify(padded, er, ec, args.batch), len(r.meta.class_names))
     rss = peak_rss_mib()
-    print(json.dumps({"variant": args.variant, "runtime": name, "workers": workers, "threads_per_worker": threads, "provider": provider, "pixels": int(tr.shape[0]), "seconds": seconds, "pixels_per_s": tr.shape[0] / seconds, "peak_rss_mib": rss, "oa": m["oa"], "aa": m["aa"], "kappa": m["kappa"], "test_pixels": int(ey.shape[0])}))
+    print(json.dumps({"variant": args.variant, "runtime": r.name, "workers": r.workers, "threads_per_worker": r.threads, "provider": r.provider, "pixels": int(tr.shape[0]), "seconds": seconds, "pixels_per_s": tr.shape[0] / seconds, "peak_rss_mib": rss, "oa": m["oa"], "aa": m["aa"], "kappa": m["kappa"], "test_pixels": int(ey.shape[0])}))
+
+
+def paired_worker(args: argparse.Namespace) -> None:
+    """Every variant in one process, in alternating phases of ``--phase-pixels`` (a second or
+    so each, order reversed every other phase), so a slow spell of the machine hits every
+    variant alike; each phase's ONNX speed is divided by the fastest PyTorch schedule of the
+    same phase. Prints one JSON line."""
+    from export.infer import padded_sources
+
+    scene, (tr, tc), _ = pixel_sets(args.config, args.max_pixels, 1)
+    runners = [make_runner(v, args.threads, Path(args.checkpoint), Path(args.work) / f"model.{parse_variant(v, 1)[0]}.onnx") for v in args.variants.split(",")]
+    padded = padded_sources(runners[0].meta, scene.modalities)
+    for r in runners:
+        r.classify(padded, tr[: args.batch * r.workers], tc[: args.batch * r.workers], args.batch)
+    speeds: dict[str, list[float]] = {r.spec: [] for r in runners}
+    n = args.phase_pixels
+    for phase in range(args.paired_phases):
+        idx = np.arange(phase * n, (phase + 1) * n) % tr.shape[0]
+        for r in runners if phase % 2 == 0 else runners[::-1]:
+            t0 = time.perf_counter()
+            r.classify(padded, tr[idx], tc[idx], args.batch)
+            speeds[r.spec].append(n / (time.perf_counter() - t0))
+    torch_best = np.max([v for k, v in speeds.items() if k.partition("@")[0] == "torch"], axis=0)
+    doc = {"phase_pixels": n, "phases": args.paired_phases, "variants": {}}
+    for spec, v in speeds.items():
+        ratio = np.asarray(v) / torch_best
+        doc["variants"][spec] = {"pixels_per_s_median": float(np.median(v)), "ratio_vs_fastest_torch": {"median": float(np.median(ratio)), "min": float(ratio.min()), "max": float(ratio.max())}}
+    print(json.dumps(doc))
 
 
 def train_small(config: str, out: Path) -> Path:
@@ -157,6 +206,15 @@ def run_worker(args: argparse.Namespace, variant: str, ck: Path, model: Path | N
     r = subprocess.run(cmd, capture_output=True, text=True, cwd=ROOT)
     if r.returncode != 0:
         raise SystemExit(f"worker {variant} failed:\n{r.stderr[-3000:]}")
+    return json.loads(r.stdout.strip().splitlines()[-1])
+
+
+def run_paired(args: argparse.Namespace, ck: Path) -> dict:
+    print(f"paired: {args.paired_phases} phases of {args.phase_pixels} px per variant, one process", flush=True)
+    cmd = [sys.executable, __file__, "--paired-worker", "--variants", args.variants, "--config", args.config, "--checkpoint", str(ck), "--work", args.work, "--batch", str(args.batch), "--threads", str(args.threads), "--max-pixels", str(args.max_pixels), "--paired-phases", str(args.paired_phases), "--phase-pixels", str(args.phase_pixels)]
+    r = subprocess.run(cmd, capture_output=True, text=True, cwd=ROOT)
+    if r.returncode != 0:
+        raise SystemExit(f"paired worker failed:\n{r.stderr[-3000:]}")
     return json.loads(r.stdout.strip().splitlines()[-1])
 
 
@@ -202,12 +260,18 @@ def main() -> int:
     p.add_argument("--variants", default="torch,torch@2x1,fp32,fp32@2x1,fp16@2x1,int8@2x1", help="comma list of torch|fp32|fp16|int8, each optionally @WxT: W batches side by side on T intra-op threads each (default schedule: 1 x --threads)")
     p.add_argument("--out", default=str(RESULTS), help="results JSON (default: benchmarks/results/inference.json)")
     p.add_argument("--repeats", type=int, default=3, help="interleaved rounds of every variant (median reported)")
+    p.add_argument("--paired-phases", type=int, default=24, help="phases of the one-process paired comparison (0: skip it)")
+    p.add_argument("--phase-pixels", type=int, default=4096, help="pixels per variant per paired phase")
     p.add_argument("--worker", action="store_true", help=argparse.SUPPRESS)
+    p.add_argument("--paired-worker", action="store_true", help=argparse.SUPPRESS)
     p.add_argument("--variant", default=None, help=argparse.SUPPRESS)
     p.add_argument("--model", default=None, help=argparse.SUPPRESS)
     args = p.parse_args()
     if args.worker:
         worker(args)
+        return 0
+    if args.paired_worker:
+        paired_worker(args)
         return 0
     if not Path(args.config).exists():
         print(f"skip: {args.config} not found")
@@ -242,8 +306,9 @@ def main() -> int:
         for v in variants:
             print(f"round {rep + 1}/{args.repeats}: {v}", flush=True)
             runs[v].append(run_worker(args, v, ck, models.get(v.partition("@")[0])))
+    paired = run_paired(args, ck) if args.paired_phases > 0 else None
     rows = [summarise(runs[v], export_info.get(v.partition("@")[0], {"size_bytes": ck.stat().st_size})) for v in variants]
-    doc = {"config": args.config, "checkpoint": str(ck), "batch": args.batch, "threads": args.threads, "max_pixels": args.max_pixels, "test_pixels": args.test_pixels, "repeats": args.repeats, "results": rows, "ratios_vs_torch": same_round_ratios(runs)}
+    doc = {"config": args.config, "checkpoint": str(ck), "batch": args.batch, "threads": args.threads, "max_pixels": args.max_pixels, "test_pixels": args.test_pixels, "repeats": args.repeats, "results": rows, "ratios_vs_torch": same_round_ratios(runs), "paired": paired}
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps(doc, indent=2))
@@ -253,6 +318,11 @@ def main() -> int:
         print(f"{r['variant']:<12} {r['provider']:<22} {sched:>9} {r['pixels_per_s']:>9.0f} {r['pixels']:>8} {r['peak_rss_mib']:>13.0f} {r['size_bytes'] / 1e6:>8.2f} {100 * r['oa']:>7.2f}")
     for v, r in doc["ratios_vs_torch"].items():
         print(f"{v} vs the fastest torch schedule, same round: {r['median']:.2f}x (rounds: {', '.join(f'{x:.2f}' for x in r['rounds'])})")
+    if paired is not None:
+        for v, r in paired["variants"].items():
+            if v.partition("@")[0] != "torch":
+                q = r["ratio_vs_fastest_torch"]
+                print(f"{v} vs the fastest torch schedule, paired in one process ({paired['phases']} phases of {paired['phase_pixels']} px): median {q['median']:.2f}x (min {q['min']:.2f}, max {q['max']:.2f})")
     print(f"wrote {out}")
     return 0
 

@@ -231,7 +231,7 @@ def classify_pixels(
     return out
 
 
-def classify_scene(sess, meta: ModelMeta, rasters: dict[str, np.ndarray], batch: int = 1024, progress: bool = True, workers: int = 1) -> np.ndarray:
+def classify_scene(sess, meta: ModelMeta, rasters: dict[str, np.ndarray], batch: int = 512, progress: bool = True, workers: int = 1) -> np.ndarray:
     """(rows, cols) 0-based class ids for every pixel of the scene."""
     from tqdm import tqdm
 
@@ -260,7 +260,7 @@ class InferResult:
 
 
 def run_inference(
-    model: Path, config: str, out: Path, batch: int = 1024, provider: str = "auto", progress: bool = True, workers: int = 0, threads: int = 0
+    model: Path, config: str, out: Path, batch: int = 512, provider: str = "auto", progress: bool = True, workers: int = 0, threads: int = 0
 ) -> InferResult:
     """Classify the whole scene of ``config``; write class_map.tif, classification_map.png and
     (when the scene has test labels) metrics.json into ``out``."""

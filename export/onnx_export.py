@@ -153,6 +153,15 @@ def _export_friendly_ops() -> Iterator[None]:
 
 
 def _torch_export(module: nn.Module, args: tuple, path: Path, inputs: list[str], outputs: list[str]) -> None:
+    """The exported graph, then the exact rewrites of ``export.graph_rewrites`` (checked by
+    the parity step like everything else)."""
+    from export.graph_rewrites import optimise_file
+
+    _exporter(module, args, path, inputs, outputs)
+    log.info("%s: %d per-channel affines as BatchNormalization", path.name, optimise_file(path))
+
+
+def _exporter(module: nn.Module, args: tuple, path: Path, inputs: list[str], outputs: list[str]) -> None:
     """TorchScript exporter first (fast, deterministic for this static graph); the dynamo
     exporter only as a fallback."""
     axes = {n: {0: "batch"} for n in inputs + outputs}

@@ -142,7 +142,7 @@ def build_parser() -> argparse.ArgumentParser:
     sp.add_argument("--model", required=True)
     sp.add_argument("--config", required=True)
     sp.add_argument("--out", required=True)
-    sp.add_argument("--batch", type=int, default=1024)
+    sp.add_argument("--batch", type=int, default=512, help="pixels per batch (the benchmarks measure 512)")
     sp.add_argument("--provider", choices=["auto", "cpu", "cuda"], default="auto")
     sp.add_argument("--workers", type=int, default=0, help="batches run side by side (0: one per CPU core; 1 on CUDA)")
     sp.add_argument("--threads", type=int, default=0, help="intra-op threads per batch (0: 1 when several workers, else onnxruntime's default)")
