@@ -73,6 +73,11 @@ def peak_rss_mib() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
 
+def runtime_of(spec: str) -> str:
+    """``int8@2x1`` -> ``int8``: which model a variant runs, whatever its schedule."""
+    return spec.partition("@")[0]
+
+
 def parse_variant(spec: str, threads: int) -> tuple[str, int, int]:
     """``fp32`` -> (fp32, 1 worker, ``threads``); ``fp32@2x1`` -> (fp32, 2 workers, 1 thread)."""
     name, _, sched = spec.partition("@")
@@ -105,7 +110,7 @@ class Runner:
             torch.set_num_threads(self.threads)  # process-wide: set again before every use
         out = np.empty(rows.shape[0], np.int64)
         batches = ((slice(i, i + batch), rows[i : i + batch], cols[i : i + batch]) for i in range(0, rows.shape[0], batch))
-        return classify_pixels(self.run, {m: padded[m] for m in self.meta.modalities}, self.meta.patch_size, batches, out, self.workers)
+        return classify_pixels(self.run, padded, self.meta.patch_size, batches, out, self.workers)
 
 
 def make_runner(spec: str, threads: int, checkpoint: Path, model: Optional[Path]) -> Runner:
@@ -155,7 +160,7 @@ def paired_worker(args: argparse.Namespace) -> None:
     from export.infer import padded_sources
 
     scene, (tr, tc), _ = pixel_sets(args.config, args.max_pixels, 1)
-    runners = [make_runner(v, args.threads, Path(args.checkpoint), Path(args.work) / f"model.{parse_variant(v, 1)[0]}.onnx") for v in args.variants.split(",")]
+    runners = [make_runner(v, args.threads, Path(args.checkpoint), Path(args.work) / f"model.{runtime_of(v)}.onnx") for v in args.variants.split(",")]
     padded = padded_sources(runners[0].meta, scene.modalities)
     for r in runners:
         r.classify(padded, tr[: args.batch * r.workers], tc[: args.batch * r.workers], args.batch)
@@ -167,7 +172,7 @@ def paired_worker(args: argparse.Namespace) -> None:
             t0 = time.perf_counter()
             r.classify(padded, tr[idx], tc[idx], args.batch)
             speeds[r.spec].append(n / (time.perf_counter() - t0))
-    torch_best = np.max([v for k, v in speeds.items() if k.partition("@")[0] == "torch"], axis=0)
+    torch_best = np.max([v for k, v in speeds.items() if runtime_of(k) == "torch"], axis=0)
     doc = {"phase_pixels": n, "phases": args.paired_phases, "variants": {}}
     for spec, v in speeds.items():
         ratio = np.asarray(v) / torch_best
@@ -235,12 +240,12 @@ def same_round_ratios(runs: dict[str, list[dict]]) -> dict[str, dict]:
     """Each ONNX variant's speed over the fastest PyTorch schedule of the same round, then the
     median: the fair comparison on a machine whose speed drifts between minutes, and one that
     gives PyTorch its best schedule too rather than only the one ONNX Runtime is best at."""
-    torch_runs = [rs for v, rs in runs.items() if v.partition("@")[0] == "torch"]
+    torch_runs = [rs for v, rs in runs.items() if runtime_of(v) == "torch"]
     if not torch_runs:
         return {}
     out = {}
     for v, rs in runs.items():
-        if v.partition("@")[0] == "torch":
+        if runtime_of(v) == "torch":
             continue
         best = [max(t[i]["pixels_per_s"] for t in torch_runs) for i in range(len(rs))]
         ratios = [r["pixels_per_s"] / b for r, b in zip(rs, best)]
@@ -293,7 +298,7 @@ def main() -> int:
     variants = args.variants.split(",")
     models: dict[str, Path] = {}
     export_info: dict[str, dict] = {}
-    for name in dict.fromkeys(v.partition("@")[0] for v in variants):
+    for name in dict.fromkeys(runtime_of(v) for v in variants):
         if name == "torch":
             continue
         path = work / f"model.{name}.onnx"
@@ -305,9 +310,9 @@ def main() -> int:
     for rep in range(args.repeats):  # interleaved rounds: a slow spell of the machine hits every variant
         for v in variants:
             print(f"round {rep + 1}/{args.repeats}: {v}", flush=True)
-            runs[v].append(run_worker(args, v, ck, models.get(v.partition("@")[0])))
+            runs[v].append(run_worker(args, v, ck, models.get(runtime_of(v))))
     paired = run_paired(args, ck) if args.paired_phases > 0 else None
-    rows = [summarise(runs[v], export_info.get(v.partition("@")[0], {"size_bytes": ck.stat().st_size})) for v in variants]
+    rows = [summarise(runs[v], export_info.get(runtime_of(v), {"size_bytes": ck.stat().st_size})) for v in variants]
     doc = {"config": args.config, "checkpoint": str(ck), "batch": args.batch, "threads": args.threads, "max_pixels": args.max_pixels, "test_pixels": args.test_pixels, "repeats": args.repeats, "results": rows, "ratios_vs_torch": same_round_ratios(runs), "paired": paired}
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)
@@ -320,7 +325,7 @@ def main() -> int:
         print(f"{v} vs the fastest torch schedule, same round: {r['median']:.2f}x (rounds: {', '.join(f'{x:.2f}' for x in r['rounds'])})")
     if paired is not None:
         for v, r in paired["variants"].items():
-            if v.partition("@")[0] != "torch":
+            if runtime_of(v) != "torch":
                 q = r["ratio_vs_fastest_torch"]
                 print(f"{v} vs the fastest torch schedule, paired in one process ({paired['phases']} phases of {paired['phase_pixels']} px): median {q['median']:.2f}x (min {q['min']:.2f}, max {q['max']:.2f})")
     print(f"wrote {out}")

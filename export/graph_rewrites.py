@@ -56,8 +56,9 @@ def per_channel_affine_to_batchnorm(model) -> int:
         add = readers[mul.output[0]][0]
         if add.op_type != "Add":
             continue
-        data = [i for i in mul.input if channel_vector(i) is None]
-        gamma = [channel_vector(i) for i in mul.input if channel_vector(i) is not None]
+        factors = [(i, channel_vector(i)) for i in mul.input]
+        data = [i for i, v in factors if v is None]
+        gamma = [v for _, v in factors if v is not None]
         beta = [channel_vector(i) for i in add.input if i != mul.output[0]]
         if len(data) != 1 or len(gamma) != 1 or len(beta) != 1 or beta[0] is None or gamma[0].shape != beta[0].shape:
             continue
