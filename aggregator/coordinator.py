@@ -24,7 +24,7 @@ from feddiff.config import Config
 from feddiff.metrics import classification_metrics
 from feddiff.model.losses import feddiff_loss
 from feddiff.model.net import build_head
-from feddiff.model.prepare import PixelSet
+from feddiff.data.sources import PixelSet
 from feddiff.model.train import batches, cosine_lr, epoch_plan, epoch_rng, load_optimizer_state, make_optimizer, set_lr
 from feddiff.protocol import jobs, topics
 

@@ -10,7 +10,7 @@ import numpy as np
 
 from feddiff.config import Config
 from feddiff.data.loader import load_labels as load_label_maps
-from feddiff.model.prepare import PixelSet
+from feddiff.data.sources import PixelSet
 from feddiff.data.patches import labelled_pixels
 
 from aggregator.coordinator import Labels

@@ -34,7 +34,7 @@ from feddiff.data.loader import load_scene  # noqa: E402
 from feddiff.data.scene import Scene  # noqa: E402
 from feddiff.metrics import classification_metrics  # noqa: E402
 from feddiff.model.branch import ModalityBranch  # noqa: E402
-from feddiff.model.prepare import PatchSource, PixelSet, pixel_sets, sources  # noqa: E402
+from feddiff.data.sources import PatchSource, PixelSet, pixel_sets, sources  # noqa: E402
 from feddiff.model.train import cosine_lr, epoch_plan, epoch_rng, set_lr  # noqa: E402
 
 INPUTS = ("raw", "diffusion", "both")

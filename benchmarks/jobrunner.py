@@ -30,7 +30,7 @@ from feddiff.data.scene import Scene  # noqa: E402
 from feddiff.metrics import classification_metrics  # noqa: E402
 from feddiff.model.checkpoint import atomic_torch_save  # noqa: E402
 from feddiff.model.net import FedDiffNet  # noqa: E402
-from feddiff.model.prepare import pixel_sets, sources  # noqa: E402
+from feddiff.data.sources import pixel_sets, sources  # noqa: E402
 from feddiff.model.ensemble import build_net  # noqa: E402
 from feddiff.model.train import predict, pretrain_denoiser, set_seed, train_stage2  # noqa: E402
 
@@ -115,7 +115,7 @@ def federated_job(cfg: Config, pre: dict, work: Path, security: str = "none", la
     cores; with the centralised run's 2 threads each, 3 processes oversubscribe 2 cores and
     OpenMP spin-waiting makes every step several times slower (measured: 8.4 s vs 1.3 s per
     epoch on Trento). The numbers do not change: the model is identical either way."""
-    from feddiff.transport.broker import start_mosquitto, start_mosquitto_from_conf
+    from feddiff_app.broker import start_mosquitto, start_mosquitto_from_conf
 
     shutil.rmtree(work, ignore_errors=True)
     work.mkdir(parents=True)
@@ -153,8 +153,8 @@ def federated_job(cfg: Config, pre: dict, work: Path, security: str = "none", la
         atomic_torch_save({"stats": {m: pre["stats"][m] for m in spec}, "unet": {m: pre["unet"][m] for m in spec}}, work / "state" / s / "pretrained.pt")
     parties = stations + ([label_holder] if label_holder not in ("aggregator", *stations) else [])
     t = time.perf_counter()
-    procs = [subprocess.Popen([sys.executable, "-m", "feddiff.cli", "aggregator", "--config", str(job)], stdout=open(work / "aggregator.log", "wb"), stderr=subprocess.STDOUT)]
-    procs += [subprocess.Popen([sys.executable, "-m", "feddiff.cli", "edge", "--config", str(job), "--id", p], stdout=open(work / f"{p}.log", "wb"), stderr=subprocess.STDOUT) for p in parties]
+    procs = [subprocess.Popen([sys.executable, "-m", "feddiff_app.cli", "aggregator", "--config", str(job)], stdout=open(work / "aggregator.log", "wb"), stderr=subprocess.STDOUT)]
+    procs += [subprocess.Popen([sys.executable, "-m", "feddiff_app.cli", "edge", "--config", str(job), "--id", p], stdout=open(work / f"{p}.log", "wb"), stderr=subprocess.STDOUT) for p in parties]
     try:
         rc = procs[0].wait()
         for p in procs[1:]:

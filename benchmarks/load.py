@@ -41,7 +41,7 @@ import yaml
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from feddiff.transport.broker import start_mosquitto  # noqa: E402
+from feddiff_app.broker import start_mosquitto  # noqa: E402
 
 
 def grid_regions(n: int, rows: int, cols: int) -> list[list[int]]:
@@ -155,7 +155,7 @@ def run(args) -> dict:
 
         def spawn(*a: str) -> subprocess.Popen:
             log = open(work / f"{a[0]}-{a[-1] if a[0] == 'edge' else 'agg'}.log", "wb")
-            p = subprocess.Popen([sys.executable, "-m", "feddiff.cli", *a], stdout=log, stderr=subprocess.STDOUT, cwd=ROOT)
+            p = subprocess.Popen([sys.executable, "-m", "feddiff_app.cli", *a], stdout=log, stderr=subprocess.STDOUT, cwd=ROOT)
             log.close()
             procs.append(p)
             return p

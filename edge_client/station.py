@@ -23,7 +23,7 @@ from feddiff.model.checkpoint import atomic_torch_save
 from feddiff.model.comm import Packed, quantise
 from feddiff.model.losses import l2_penalty
 from feddiff.model.net import build_branch
-from feddiff.model.prepare import PatchSource, apply_dihedral
+from feddiff.data.sources import PatchSource, apply_dihedral
 from feddiff.model.train import cosine_lr, load_optimizer_state, make_optimizer, pretrain_denoiser, set_lr
 
 log = logging.getLogger("feddiff.edge")

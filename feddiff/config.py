@@ -170,7 +170,10 @@ class FederationSpec:
     max_retries: int = field(default=3, metadata=_rng(0))
     chunk_bytes: int = field(default=256 * 1024, metadata=_rng(1024))
     max_message_bytes: int = field(default=64 * 1024 * 1024, metadata=_rng(1024))
-    health_port: int = field(default=0, metadata=_rng(0, 65535))
+    # /metrics, /healthz and the dashboard of a daemon (0 = off). Loopback unless http_host says
+    # otherwise: exposing it is an operator's decision.
+    http_port: int = field(default=0, metadata=_rng(0, 65535))
+    http_host: str = "127.0.0.1"
     write_map: bool = True
 
 

@@ -20,7 +20,7 @@ SHARED = Path(__file__).resolve().parents[1].parent / "shared" / "data"
 
 
 def _need_mosquitto() -> None:
-    from feddiff.transport.broker import mosquitto_binary
+    from feddiff_app.broker import mosquitto_binary
 
     if mosquitto_binary() is None:
         pytest.skip("mosquitto is not installed (scripts/test.sh installs the Debian package)")
@@ -29,7 +29,7 @@ def _need_mosquitto() -> None:
 @pytest.fixture
 def mosquitto(tmp_path):
     """A Mosquitto (anonymous, no persistence) on a free loopback port, stopped after the test."""
-    from feddiff.transport.broker import start_mosquitto
+    from feddiff_app.broker import start_mosquitto
 
     _need_mosquitto()
     broker = start_mosquitto(workdir=tmp_path / "broker")
@@ -41,7 +41,7 @@ def mosquitto(tmp_path):
 def broker_factory(tmp_path):
     """``broker_factory(kind="mosquitto"|"embedded", **options)`` -> BrokerProcess; all are
     killed after the test."""
-    from feddiff.transport.broker import amqtt_available, start_embedded_broker, start_mosquitto
+    from feddiff_app.broker import amqtt_available, start_embedded_broker, start_mosquitto
 
     started = []
     counter = itertools.count()

@@ -64,7 +64,9 @@ def test_paths_resolve_relative_to_the_config_file(tmp_path):
 
 
 def test_demo_config_loads():
-    cfg = load_config(CONFIGS / "demo.yaml")
+    from feddiff_app.demo import DEMO_CONFIG
+
+    cfg = load_config(DEMO_CONFIG)
     assert cfg.scene.synthetic is not None and cfg.scene.synthetic.rows == 96 and cfg.scene.synthetic.bands == 32
 
 
@@ -110,7 +112,7 @@ def test_missing_config_file(tmp_path):
 
 def test_cli_exits_2_with_one_line(tmp_path):
     p = write(tmp_path, "scene:\n  synthetic: {seed: 0}\ntrain:\n  epochz: 3\n")
-    r = subprocess.run([sys.executable, "-m", "feddiff.cli", "data", "--config", str(p)], capture_output=True, text=True)
+    r = subprocess.run([sys.executable, "-m", "feddiff_app.cli", "data", "--config", str(p)], capture_output=True, text=True)
     assert r.returncode == 2
     assert r.stderr.strip().count("\n") == 0 and "train.epochz: unknown key" in r.stderr
     assert "Traceback" not in r.stderr
@@ -118,10 +120,10 @@ def test_cli_exits_2_with_one_line(tmp_path):
 
 def test_every_subcommand_has_help():
     for cmd in ["data", "train", "edge", "aggregator", "status", "keys", "export", "infer", "demo"]:
-        r = subprocess.run([sys.executable, "-m", "feddiff.cli", cmd, "--help"], capture_output=True, text=True)
+        r = subprocess.run([sys.executable, "-m", "feddiff_app.cli", cmd, "--help"], capture_output=True, text=True)
         assert r.returncode == 0 and "usage" in r.stdout, cmd
 
 
 def test_help_does_not_import_roles_or_torch():
-    code = "import sys; from feddiff.cli import build_parser; build_parser(); print(any(m in sys.modules for m in ('torch','edge_client','aggregator','crypto','export')))"
+    code = "import sys; from feddiff_app.cli import build_parser; build_parser(); print(any(m in sys.modules for m in ('torch','edge_client','aggregator','crypto','export')))"
     assert subprocess.run([sys.executable, "-c", code], capture_output=True, text=True).stdout.strip() == "False"

@@ -25,7 +25,7 @@ from feddiff.model.comm import LowRankDecoder, LowRankEncoder
 from feddiff.model.ensemble import EnsembleNet, build_net, member_config, members
 from feddiff.model.losses import feddiff_loss
 from feddiff.model.net import FedDiffNet
-from feddiff.model.prepare import PatchSource, PixelSet, pixel_sets, sources
+from feddiff.data.sources import PatchSource, PixelSet, pixel_sets, sources
 from feddiff.model.schedule import denoising_loss
 
 log = logging.getLogger("feddiff.train")

@@ -1,4 +1,4 @@
-"""Transport layer of the FedDiff core: MQTT clients (``mqtt``) and brokers to run (``broker``).
+"""Transport layer of the FedDiff core: MQTT clients (``mqtt``); the broker launcher lives in ``feddiff_app.broker``.
 
 Nothing here knows about envelopes: a transport moves (topic, bytes) pairs, QoS 1.
 """

@@ -22,7 +22,7 @@ from tests.chaos.jobkit import Job
 
 
 def _need_mosquitto() -> None:
-    from feddiff.transport.broker import mosquitto_binary
+    from feddiff_app.broker import mosquitto_binary
 
     if mosquitto_binary() is None:
         pytest.skip("mosquitto is not installed (scripts/test.sh installs the Debian package)")
@@ -46,7 +46,7 @@ def job(tmp_path, mosquitto):
 def reference(tmp_path_factory):
     """(report, seconds) of the uninterrupted job."""
     _need_mosquitto()
-    from feddiff.transport.broker import start_mosquitto
+    from feddiff_app.broker import start_mosquitto
 
     root = tmp_path_factory.mktemp("reference")
     broker = start_mosquitto(workdir=root / "broker")

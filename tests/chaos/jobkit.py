@@ -44,7 +44,7 @@ def deep_copy(doc: dict) -> dict:
 
 def cli(*args: str, cwd: Optional[Path] = None, timeout: float = 120) -> subprocess.CompletedProcess:
     """`feddiff <args>` as a user types it; returns the finished process (text output)."""
-    return subprocess.run([PY, "-m", "feddiff.cli", *args], capture_output=True, text=True, timeout=timeout, cwd=cwd)
+    return subprocess.run([PY, "-m", "feddiff_app.cli", *args], capture_output=True, text=True, timeout=timeout, cwd=cwd)
 
 
 class Job:
@@ -78,7 +78,7 @@ class Job:
     def spawn(self, *args: str) -> subprocess.Popen:
         tag = f"{args[0]}-{os.path.basename(args[-1])}-{time.time_ns()}"
         log = open(self.root / f"{tag}.log", "wb")
-        p = subprocess.Popen([PY, "-m", "feddiff.cli", *args], stdout=log, stderr=subprocess.STDOUT)
+        p = subprocess.Popen([PY, "-m", "feddiff_app.cli", *args], stdout=log, stderr=subprocess.STDOUT)
         log.close()
         self.procs.append(p)
         return p

@@ -86,7 +86,7 @@ def test_train_on_a_full_disk_exits_2_with_one_line_and_keeps_the_old_model(tmp_
     out = tmp_path / "out"
     out.mkdir()
     (out / "model.pt").write_bytes(b"last week's model")
-    r = subprocess.run([sys.executable, "-m", "feddiff.cli", "train", "--config", str(cfg), "--out", str(out)],
+    r = subprocess.run([sys.executable, "-m", "feddiff_app.cli", "train", "--config", str(cfg), "--out", str(out)],
                        capture_output=True, text=True, timeout=300, preexec_fn=_limit_file_size)
     errors = [ln for ln in r.stderr.splitlines() if "error" in ln.lower()]
     assert r.returncode == 2, r.stderr[-2000:]

@@ -119,7 +119,7 @@ def test_keys_cli_he_group(job_dir, capsys) -> None:
 
 
 def test_main_cli_knows_he_group() -> None:
-    from feddiff.cli import build_parser
+    from feddiff_app.cli import build_parser
 
     args = build_parser().parse_args(["keys", "he-group", "--dir", "D", "--group", "hsi", "--members", "a,b"])
     assert (args.keys_cmd, args.group, args.members) == ("he-group", "hsi", "a,b")

@@ -1,4 +1,4 @@
-"""One tiny trained model per test module: configs/demo.yaml shrunk so training takes seconds."""
+"""One tiny trained model per test module: the embedded demo config shrunk so training takes seconds."""
 
 from __future__ import annotations
 

@@ -23,7 +23,7 @@ def test_infer_writes_maps_and_metrics_without_torch(exported, tiny):
     code = textwrap.dedent(
         f"""
         import sys
-        from feddiff.cli import main
+        from feddiff_app.cli import main
         rc = main(["infer", "--model", {str(path)!r}, "--config", {str(tiny.config)!r}, "--out", {str(out)!r}, "--batch", "256"])
         assert rc == 0, rc
         assert "torch" not in sys.modules, "infer imported torch"

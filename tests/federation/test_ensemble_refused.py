@@ -4,7 +4,7 @@ before they touch the broker or their state folder, in one line naming the setti
 import pytest
 import yaml
 
-from feddiff.cli import main
+from feddiff_app.cli import main
 
 
 @pytest.mark.parametrize("role", [["aggregator"], ["edge", "--id", "hsi_station"]])

@@ -54,7 +54,7 @@ def _reap_processes():
 
 def spawn(tmp_path, *args):
     log = open(tmp_path / f"{args[0]}-{os.path.basename(args[-1])}-{time.time_ns()}.log", "wb")
-    proc = subprocess.Popen([sys.executable, "-m", "feddiff.cli", *args], stdout=log, stderr=subprocess.STDOUT)
+    proc = subprocess.Popen([sys.executable, "-m", "feddiff_app.cli", *args], stdout=log, stderr=subprocess.STDOUT)
     SPAWNED.append(proc)
     return proc
 
@@ -114,7 +114,7 @@ def assert_centralised_trajectory(job, state, history):
     from feddiff.data.loader import load_scene
     from feddiff.data.normalise import BandStats
     from feddiff.model.net import FedDiffNet
-    from feddiff.model.prepare import pixel_sets, sources
+    from feddiff.data.sources import pixel_sets, sources
     from feddiff.model.train import set_seed, train_classifier
 
     cfg = load_config(job)

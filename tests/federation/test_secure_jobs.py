@@ -14,7 +14,7 @@ import sys
 import pytest
 import yaml
 
-from feddiff.transport.broker import mosquitto_binary
+from feddiff_app.broker import mosquitto_binary
 
 JOB = {
     "name": "securetest",
@@ -30,7 +30,7 @@ pytestmark = pytest.mark.skipif(mosquitto_binary() is None, reason="mosquitto is
 def start_operator_broker(keys, tmp_path):
     """Mosquitto with the job's generated TLS config and ACL, plus one line granting the
     provisioned party ``operator`` read access to every topic: the broker operator's view."""
-    from feddiff.transport.broker import start_mosquitto_from_conf
+    from feddiff_app.broker import start_mosquitto_from_conf
 
     acl = keys / "broker" / "acl"
     acl.write_text(acl.read_text() + "\nuser operator\ntopic read #\n")
@@ -52,7 +52,7 @@ def run_demo(tmp_path, security):
     cfg = tmp_path / "job.yaml"
     cfg.write_text(yaml.safe_dump(JOB))
     out = tmp_path / "out"
-    r = subprocess.run([sys.executable, "-m", "feddiff.cli", "demo", "--config", str(cfg), "--out", str(out), "--security", security],
+    r = subprocess.run([sys.executable, "-m", "feddiff_app.cli", "demo", "--config", str(cfg), "--out", str(out), "--security", security],
                        capture_output=True, text=True, timeout=600)
     assert r.returncode == 0, r.stderr[-2000:]
     return out, json.loads((out / "report.json").read_text())
@@ -100,8 +100,8 @@ def test_eavesdropper_with_broker_credentials_reads_no_features(tmp_path):
     spy = operator_spy(keys, broker.port)
     spy.subscribe("#")
     try:
-        procs = [subprocess.Popen([sys.executable, "-m", "feddiff.cli", "aggregator", "--config", str(cfg)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)]
-        procs += [subprocess.Popen([sys.executable, "-m", "feddiff.cli", "edge", "--config", str(cfg), "--id", s], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL) for s in ("hsi_station", "lidar_station")]
+        procs = [subprocess.Popen([sys.executable, "-m", "feddiff_app.cli", "aggregator", "--config", str(cfg)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)]
+        procs += [subprocess.Popen([sys.executable, "-m", "feddiff_app.cli", "edge", "--config", str(cfg), "--id", s], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL) for s in ("hsi_station", "lidar_station")]
         for p in procs:
             assert p.wait(300) == 0
     finally:
@@ -170,7 +170,7 @@ def test_he_horizontal_job_averages_branch_weights_under_ckks(tmp_path):
         for name, log in logs.items():
             args = ["aggregator"] if name == "aggregator" else ["edge", "--id", name]
             with open(log, "wb") as fh:
-                procs.append(subprocess.Popen([sys.executable, "-m", "feddiff.cli", *args, "--config", str(cfg_path)], stdout=fh, stderr=subprocess.STDOUT))
+                procs.append(subprocess.Popen([sys.executable, "-m", "feddiff_app.cli", *args, "--config", str(cfg_path)], stdout=fh, stderr=subprocess.STDOUT))
         for p, log in zip(procs, logs.values()):
             assert p.wait(300) == 0, log.read_text()[-2000:]
     finally:

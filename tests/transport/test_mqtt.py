@@ -8,7 +8,7 @@ import time
 import pytest
 
 from feddiff.errors import FedDiffError
-from feddiff.transport.broker import free_port
+from feddiff_app.broker import free_port
 from feddiff.transport.mqtt import MqttTransport, SubscribeRefused
 
 
@@ -23,7 +23,7 @@ def test_unreachable_broker_is_one_line_naming_host_and_port():
 
 
 def test_connect_waits_for_a_broker_that_comes_up_late(tmp_path):
-    from feddiff.transport.broker import mosquitto_binary, start_mosquitto
+    from feddiff_app.broker import mosquitto_binary, start_mosquitto
 
     if mosquitto_binary() is None:
         pytest.skip("mosquitto is not installed")

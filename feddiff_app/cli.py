@@ -31,7 +31,7 @@ def cmd_data(args: argparse.Namespace) -> int:
 
 
 def cmd_train(args: argparse.Namespace) -> int:
-    from feddiff.train_cli import run_train
+    from feddiff_app.train_cli import run_train
 
     return run_train(args)
 
@@ -73,7 +73,7 @@ def cmd_infer(args: argparse.Namespace) -> int:
 
 
 def cmd_demo(args: argparse.Namespace) -> int:
-    from feddiff.demo import run_demo
+    from feddiff_app.demo import run_demo
 
     return run_demo(args)
 

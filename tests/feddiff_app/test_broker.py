@@ -8,7 +8,7 @@ import socket
 import pytest
 
 from feddiff.errors import FedDiffError
-from feddiff.transport.broker import BrokerStartError, free_port, start_best_broker, start_mosquitto
+from feddiff_app.broker import BrokerStartError, free_port, start_best_broker, start_mosquitto
 
 
 def accepts(port: int) -> bool:
@@ -41,7 +41,7 @@ def test_conf_extra_can_turn_off_anonymous_access(broker_factory):
 
 
 def test_a_broker_that_cannot_start_says_why(tmp_path):
-    from feddiff.transport.broker import mosquitto_binary
+    from feddiff_app.broker import mosquitto_binary
 
     if mosquitto_binary() is None:
         pytest.skip("mosquitto is not installed")
@@ -68,7 +68,7 @@ def test_embedded_broker_serves_the_same_interface(broker_factory, transport_fac
 
 
 def test_best_broker_prefers_mosquitto(tmp_path):
-    from feddiff.transport.broker import mosquitto_binary
+    from feddiff_app.broker import mosquitto_binary
 
     b = start_best_broker(tmp_path)
     try:

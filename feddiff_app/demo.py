@@ -46,7 +46,7 @@ def job_config(cfg_path: str | None) -> dict:
 def _spawn(args: list[str], log_path: Path) -> subprocess.Popen:
     env = dict(os.environ, PYTHONUNBUFFERED="1")
     fh = open(log_path, "ab")
-    return subprocess.Popen([sys.executable, "-m", "feddiff.cli", *args], stdout=fh, stderr=subprocess.STDOUT, env=env)
+    return subprocess.Popen([sys.executable, "-m", "feddiff_app.cli", *args], stdout=fh, stderr=subprocess.STDOUT, env=env)
 
 
 def _stations(data: dict) -> dict:
@@ -59,7 +59,7 @@ def _stations(data: dict) -> dict:
 
 
 def run_demo(args: argparse.Namespace) -> int:
-    from feddiff.transport.broker import start_best_broker, start_embedded_broker, start_mosquitto, start_mosquitto_from_conf
+    from feddiff_app.broker import start_best_broker, start_embedded_broker, start_mosquitto, start_mosquitto_from_conf
 
     t0 = time.perf_counter()
     out = Path(args.out).resolve()
