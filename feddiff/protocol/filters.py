@@ -32,23 +32,51 @@ def _with_payload(msg: Message, payload: bytes, ext: dict[str, Any]) -> Message:
     return Message(msg.topic, header, payload)
 
 
+#: Largest envelope a channel accepts by default (``federation.max_message_bytes``).
+DEFAULT_MAX_MESSAGE_BYTES = 64 * 1024 * 1024
+#: Inflated-size budgets of content types that never carry bulk arrays (jobs.py): a bomb sent
+#: as one of them is refused at its declared size, long before the general limit.
+CONTROL_BUDGETS: dict[str, int] = {t: 1024 * 1024 for t in ("ready", "committed", "done", "get_weights", "metrics")}
+
+
 class CompressFilter:
     """zlib at ``level``; records {alg, raw_len} in header.ext['compress'].
 
-    Why bounded inflation: a few KiB of zeros inflate to GiB. Inbound refuses a declared size
-    above ``max_bytes`` before inflating and never produces more than the declared size
-    ('oversized'). Payloads under ``min_bytes``, or that zlib would not shrink, go out as they
-    are, with no 'compress' entry (random floats and ciphertexts do not compress)."""
+    Why bounded inflation: a few KiB of zeros inflate to GiB (0.5 MB of zlib is 512 MiB of
+    zeros). Inbound refuses a declared size above the budget of the message's content type
+    (``budgets``, else ``max_bytes``: the channel's ``max_message_bytes``, see ``for_limit``)
+    before inflating, and never produces more than the declared size ('oversized'). Outbound
+    refuses to send what a receiver would refuse. Payloads under ``min_bytes``, or that zlib
+    would not shrink, go out as they are, with no 'compress' entry (random floats and
+    ciphertexts do not compress)."""
 
     name = "compress"
 
-    def __init__(self, level: int = 1, max_bytes: int = 512 * 1024 * 1024, min_bytes: int = 64) -> None:
+    def __init__(
+        self,
+        level: int = 1,
+        max_bytes: int = DEFAULT_MAX_MESSAGE_BYTES,
+        min_bytes: int = 64,
+        budgets: Optional[dict[str, int]] = None,
+    ) -> None:
         if not -1 <= level <= 9:
             raise ValueError(f"zlib level must be in -1..9, got {level}")
         self.level, self.max_bytes, self.min_bytes = level, max_bytes, min_bytes
+        self.budgets = dict(CONTROL_BUDGETS if budgets is None else budgets)
+
+    @classmethod
+    def for_limit(cls, max_message_bytes: int, level: int = 1) -> "CompressFilter":
+        """The filter a channel with ``max_message_bytes`` needs: nothing inflates beyond it."""
+        return cls(level=level, max_bytes=max_message_bytes)
+
+    def limit(self, content_type: str) -> int:
+        """Most bytes a payload of ``content_type`` may inflate to."""
+        return min(self.budgets.get(content_type, self.max_bytes), self.max_bytes)
 
     def outbound(self, msg: Message) -> list[Message]:
         raw = bytes(msg.payload)
+        if len(raw) > self.limit(msg.header.content_type):
+            raise ValueError(f"{msg.header.content_type} payload of {len(raw)} bytes exceeds its limit {self.limit(msg.header.content_type)}")
         if len(raw) < self.min_bytes:
             return [msg]
         packed = zlib.compress(raw, self.level)
@@ -66,8 +94,9 @@ class CompressFilter:
         raw_len = info["raw_len"]
         if not isinstance(raw_len, int) or isinstance(raw_len, bool) or raw_len < 0:
             raise EnvelopeError("bad_header", "compress.raw_len must be a non-negative integer")
-        if raw_len > self.max_bytes:
-            raise EnvelopeError("oversized", f"declared {raw_len} bytes inflated > limit {self.max_bytes}")
+        limit = self.limit(msg.header.content_type)
+        if raw_len > limit:
+            raise EnvelopeError("oversized", f"{msg.header.content_type} declared {raw_len} bytes inflated > limit {limit}")
         d = zlib.decompressobj()
         try:
             raw = d.decompress(bytes(msg.payload), raw_len + 1)

@@ -57,9 +57,20 @@ def test_messages_without_compress_entry_pass_inbound():
 
 
 def test_declared_size_above_the_limit_is_refused_before_inflating():
-    chain = FilterChain([CompressFilter(max_bytes=1000)])
-    (wire,) = chain.outbound(msg(b"\0" * 100000))
-    assert inbound_reason(chain, wire) == "oversized"
+    (wire,) = CompressFilter().outbound(msg(b"\0" * 100000))
+    assert inbound_reason(FilterChain([CompressFilter(max_bytes=1000)]), wire) == "oversized"
+
+
+def test_sender_refuses_what_a_receiver_would_refuse():
+    with pytest.raises(ValueError):
+        CompressFilter(max_bytes=1000).outbound(msg(b"\0" * 100000))
+
+
+def test_control_budget_applies_to_control_content_types_only():
+    f = CompressFilter.for_limit(10_000)
+    assert f.limit("ready") == 10_000 and f.limit("features") == 10_000
+    assert CompressFilter.for_limit(64 << 20).limit("ready") == 1 << 20
+    assert CompressFilter.for_limit(64 << 20).limit("features") == 64 << 20
 
 
 def test_bomb_lying_about_its_size_is_refused():
