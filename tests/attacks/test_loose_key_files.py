@@ -39,3 +39,16 @@ def test_a_bundle_with_0600_secrets_passes_the_check(job):
     r = subprocess.run([sys.executable, "-m", "crypto.keys_cli", "keys", "check", "--dir", str(job), "--id", "lidar"],
                        capture_output=True, text=True, timeout=60)
     assert r.returncode == 0, r.stderr
+
+
+def test_a_readable_he_group_secret_is_refused(job):
+    from crypto.he_groups import load_group_secret, provision_group
+    from crypto.provision import issue
+
+    issue(job, "edge", "hsi_b")
+    provision_group(job, "hsi", ["hsi", "hsi_b"])
+    path = job / "parties" / "hsi" / "he_group_hsi.ctx"
+    path.chmod(0o644)
+    with pytest.raises(KeyMaterialError) as err:
+        load_group_secret(job, "hsi", "hsi")
+    assert str(path) in str(err.value)
