@@ -7,11 +7,16 @@ payload."""
 from __future__ import annotations
 
 import hashlib
+import os
 import time
 
 import pytest
 
-from crypto.seal import SealFilter
+from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey
+from cryptography.hazmat.primitives.ciphers.aead import AESGCM
+
+from crypto.keys import b64e, raw_public
+from crypto.seal import _AD_DOMAIN, _SIG_DOMAIN, MODE_ENCRYPT, SEAL_VERSION, SealFilter, _kdf, _lp, _view
 from feddiff.protocol.envelope import pack, unpack
 from feddiff.protocol.message import EnvelopeError, Header, Message
 from tests.attacks.conftest import JOB
@@ -19,11 +24,21 @@ from tests.attacks.conftest import JOB
 pytestmark = pytest.mark.security
 
 
-def lying_message(keys, directory, plain_len: int, plain_sha256: str) -> Message:
-    h = Header(job=JOB, round=1, step=1, sender="hsi", seq=1, content_type="features", timestamp=time.time(),
-               payload_len=plain_len, payload_sha256=plain_sha256)
-    (sealed,) = SealFilter(JOB, keys["hsi"], directory).outbound(Message(f"feddiff/{JOB}/up/hsi", h, b"the real plaintext"))
-    return unpack(sealed.topic, pack(sealed), 10**6)
+def lying_message(keys, directory, plain_len: int, plain_sha256: str, real: bytes = b"the real plaintext") -> Message:
+    """What a sender running its own sealing code can produce: a validly signed and encrypted
+    seal whose plain_len / plain_sha256 describe something else than the plaintext inside."""
+    me, agg = keys["hsi"], directory.aggregator()
+    topic = f"feddiff/{JOB}/up/hsi"
+    h = Header(job=JOB, round=1, step=1, sender="hsi", seq=1, content_type="features", timestamp=time.time())
+    eph = X25519PrivateKey.generate()
+    epk, nonce = raw_public(eph.public_key()), os.urandom(12)
+    seal = {"v": SEAL_VERSION, "kid": me.kid, "covered": [], "plain_len": plain_len, "plain_sha256": plain_sha256,
+            "mode": MODE_ENCRYPT, "to": agg.name, "epk": b64e(epk), "nonce": b64e(nonce)}
+    key = _kdf(eph.exchange(agg.agree_key()), epk, agg.agree_public, JOB)
+    body = AESGCM(key).encrypt(nonce, real, _AD_DOMAIN + _lp(_view(h, [], seal)) + _lp(topic.encode()))
+    seal["sig"] = b64e(me.sign_key.sign(_SIG_DOMAIN + _lp(_view(h, [], seal)) + _lp(topic.encode()) + _lp(body)))
+    h.ext = {"seal": seal}
+    return unpack(topic, pack(Message(topic, h, body)), 10**6)
 
 
 @pytest.mark.parametrize("lie", ["len", "sha256"])
@@ -42,3 +57,11 @@ def test_an_honest_seal_still_opens(party_keys, job_directory):
     msg = lying_message(party_keys, job_directory, len(real), hashlib.sha256(real).hexdigest())
     out = SealFilter(JOB, party_keys["agg"], job_directory).inbound(msg)
     assert out.payload == real and out.header.payload_len == len(real)
+
+
+def test_our_sealer_describes_what_it_seals_whatever_the_header_claims(party_keys, job_directory):
+    h = Header(job=JOB, round=1, step=1, sender="hsi", seq=1, content_type="features", timestamp=time.time(),
+               payload_len=5, payload_sha256="0" * 64)
+    (sealed,) = SealFilter(JOB, party_keys["hsi"], job_directory).outbound(Message(f"feddiff/{JOB}/up/hsi", h, b"payload"))
+    out = SealFilter(JOB, party_keys["agg"], job_directory).inbound(unpack(sealed.topic, pack(sealed), 10**6))
+    assert out.payload == b"payload" and out.header.payload_sha256 == hashlib.sha256(b"payload").hexdigest()
