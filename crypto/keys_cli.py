@@ -1,4 +1,4 @@
-"""``feddiff keys init|issue|revoke|check|he-group``: the command-line face of crypto.provision
+"""``feddiff keys init|issue|revoke|check|he-holder|he-group``: the command-line face of crypto.provision
 (and of crypto.he_groups for the per-modality CKKS keys of horizontal HE jobs).
 
 Why ``run`` takes a parsed Namespace: the main ``feddiff`` CLI owns the parser tree and only
@@ -36,6 +36,9 @@ def add_parser(subparsers: "argparse._SubParsersAction") -> argparse.ArgumentPar
     pc = sub.add_parser("check", help="check one party's bundle: 0600 secrets, keys matching the signed directory")
     pc.add_argument("--dir", required=True, type=Path)
     pc.add_argument("--id", required=True)
+    pl = sub.add_parser("he-holder", help="CKKS key of the HE label holder: secret (0600) and signed public context in its bundle")
+    pl.add_argument("--dir", required=True, type=Path)
+    pl.add_argument("--id", required=True, help="the label holder (role labels)")
     ph = sub.add_parser("he-group", help="CKKS key for one horizontal group (HE mode): secret to the members, public to the aggregator")
     ph.add_argument("--dir", required=True, type=Path)
     ph.add_argument("--group", required=True, help="the modality the members share, e.g. hsi")
@@ -71,6 +74,10 @@ def run(args: argparse.Namespace) -> int:
             raise KeyMaterialError(f"party {me.name!r} is not in {d / 'directory.json'} with these keys (rotated or revoked?)")
         print(f"job {me.job}: bundle of {me.role} {me.name} is complete, private and listed in the directory")
         return 0
+    if cmd == "he-holder":
+        pdir = provision.provision_he_holder(Path(args.dir), args.id)
+        print(f"HE label holder {args.id}: secret context {pdir / 'he_secret.ctx'} (0600), signed public context beside it")
+        return 0
     if cmd == "he-group":
         from crypto.he_groups import provision_group
 
@@ -79,7 +86,7 @@ def run(args: argparse.Namespace) -> int:
         agg = provision_group(d, args.group, members)
         print(f"HE group {args.group}: secret context for {', '.join(members)}; public context for {agg}")
         return 0
-    raise KeyMaterialError(f"unknown keys command {cmd!r}: expected init, issue, revoke, check or he-group")
+    raise KeyMaterialError(f"unknown keys command {cmd!r}: expected init, issue, revoke, check, he-holder or he-group")
 
 
 def main(argv: list[str] | None = None) -> int:

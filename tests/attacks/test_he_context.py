@@ -56,8 +56,8 @@ def test_a_context_substituted_by_the_aggregator_is_refused(job, holder):
         verify_public_context(directory, "agg", forged, sign_public_context(agg, forged))
 
 
-def test_a_32768_slot_context_is_refused_even_signed_by_the_holder(job):
-    big = ts.context(ts.SCHEME_TYPE.CKKS, 65536, coeff_mod_bit_sizes=[60] + [40] * 18 + [60])
+def test_a_32768_degree_840_bit_context_is_refused_even_signed_by_the_holder(job):
+    big = ts.context(ts.SCHEME_TYPE.CKKS, 32768, coeff_mod_bit_sizes=[60] + [40] * 18 + [60])
     big.global_scale = 2.0**40
     public = he.public_bytes(big)
     lab = load_party(job, "lab")
