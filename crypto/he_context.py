@@ -145,3 +145,17 @@ def check_decrypted(values: np.ndarray, bound: float = DEFAULT_BOUND) -> np.ndar
     if worst > bound:
         raise HEError(f"decrypted values reach {worst:.3g}, beyond ±{bound:g}: wrong key (was the label holder re-keyed?) or overflow")
     return x
+
+
+def check_contributors(contributors: np.ndarray, allow_single: bool = False) -> None:
+    """Refuse an HE fusion in which some sample has fewer than two contributing stations.
+
+    ``contributors[i]`` is how many stations put non-zero features into sample ``i``'s sum.
+    Why: the label holder decrypts the sum; with one contributor the sum *is* that station's
+    features, so HE then hides nothing from the holder. ``allow_single`` (a config switch the
+    operator sets knowingly) accepts it; the docs state what the holder then learns."""
+    counts = np.asarray(contributors).reshape(-1)
+    single = int(np.sum(counts < 2))
+    if single and not allow_single:
+        raise HEError(f"{single} of {counts.size} samples would be decrypted from a single station's features: "
+                      f"the label holder would read them; add stations or allow single contributors explicitly")

@@ -117,3 +117,13 @@ def test_a_context_holding_the_secret_is_refused_as_public(job, holder):
     secret_bytes = (pdir / HOLDER_SECRET).read_bytes()
     with pytest.raises(he.HEError):
         verify_public_context(load_directory(job), "lab", secret_bytes, sign_public_context(lab, secret_bytes))
+
+
+def test_single_contributor_sums_are_refused_unless_allowed():
+    from crypto.he_context import check_contributors
+
+    with pytest.raises(he.HEError) as err:
+        check_contributors(np.array([2, 2, 1, 2]))
+    assert "1 of 4" in str(err.value)
+    check_contributors(np.array([2, 3, 2]))
+    check_contributors(np.array([1, 1]), allow_single=True)
