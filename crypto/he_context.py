@@ -24,7 +24,7 @@ import numpy as np
 import tenseal as ts
 
 from crypto import he
-from crypto.he import HEError
+from crypto.he import HEError, check_params
 from crypto.keys import Directory, KeyMaterialError, PartyKeys, b64d, b64e, canonical_json, check_secret_file, write_public, write_secret
 
 HOLDER_SECRET = "he_secret.ctx"
@@ -33,34 +33,6 @@ HOLDER_SIG = "he_public.ctx.sig"
 HOLDER_ROLES = ("labels",)
 DEFAULT_BOUND = 1e6
 _DOMAIN = b"feddiff-he-context-v1\0"
-
-
-def _chain(bits: tuple[int, ...]) -> tuple[int, ...]:
-    """Total modulus bits at each level, key level first (what SEAL reports per level)."""
-    return tuple(sum(bits[: len(bits) - i]) for i in range(len(bits)))
-
-
-PINNED_CHAIN = _chain(he.COEFF_MOD_BIT_SIZES)
-
-
-def check_params(ctx: ts.Context) -> None:
-    """Raise HEError unless ``ctx`` has exactly the pinned CKKS parameters."""
-    try:
-        level = ctx.seal_context().data.key_context_data()
-        n = level.parms().poly_modulus_degree()
-        chain = []
-        while level is not None:
-            chain.append(level.total_coeff_modulus_bit_count())
-            level = level.next_context_data()
-        scale = ctx.global_scale
-    except Exception as e:  # noqa: BLE001 - TenSEAL raises assorted types on odd contexts
-        raise HEError(f"cannot read the CKKS parameters of the context: {type(e).__name__}") from None
-    if n != he.POLY_MODULUS_DEGREE:
-        raise HEError(f"CKKS context with N = {n} ({n // 2} slots); pinned: N = {he.POLY_MODULUS_DEGREE} ({he.SLOTS} slots)")
-    if tuple(chain) != PINNED_CHAIN:
-        raise HEError(f"CKKS modulus chain of {list(chain)} bits; pinned: {list(PINNED_CHAIN)} ({'/'.join(map(str, he.COEFF_MOD_BIT_SIZES))})")
-    if scale != he.GLOBAL_SCALE:
-        raise HEError(f"CKKS scale {scale:g}; pinned: 2^40")
 
 
 def _statement(job: str, holder: str, public: bytes) -> bytes:
