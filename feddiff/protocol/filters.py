@@ -142,8 +142,9 @@ class DedupFilter:
     because a sender that restarted its counter from zero would look like this: senders must
     keep ``seq`` increasing, see ``endpoint.fresh_seq``).
 
-    Why (topic, sender) and ``check_topic_sender`` first: the header is not authenticated yet
-    when this runs, so state is keyed by what the broker did authenticate, the topic. Why the
+    Why (topic, sender) and ``check_topic_sender`` first: where this runs before the seal is
+    checked (or in ``none`` mode) the header is not authenticated, so state is keyed by what
+    the broker did authenticate, the topic. Why the
     digest is part of the key: a forged message reusing a real sequence number must not make
     the real one look like a duplicate. Memory is bounded by ``window`` per key and by
     ``max_senders`` keys and ``max_entries`` pairs in all (least recently heard keys are
