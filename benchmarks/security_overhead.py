@@ -3,6 +3,12 @@
 
     python benchmarks/security_overhead.py [--config configs/trento_sim.yaml] [--seed 0] [--modes none signed he]
                                            [--stage2-seeds 0 1 2] [--resume]
+    python benchmarks/security_overhead.py --filters-only     # per-message cost of the filter chain
+
+``--filters-only`` writes benchmarks/results/security_filters.json: the production filter chain
+(compress, seal, replay, dedup, chunk) sending and receiving one message of each size in
+``none`` and ``signed`` mode (median of repeats, replay state on disk as in a job), and the
+cost of verifying the label holder's CKKS context; it needs no data set.
 
 Writes benchmarks/results/security_overhead.json and prints a table: epoch wall time (median
 over the stage-2 seeds' jobs), bytes (from the first seed's job), OA (mean over the stage-2
@@ -39,6 +45,69 @@ def key_sizes() -> dict:
             "party_key_files_bytes": files}
 
 
+def _chain_round_trip_s(mode: str, size: int, keys_dir: Path, state: Path, repeats: int) -> float:
+    """Median seconds to send (outbound chain + pack) and receive (unpack + inbound chain) one
+    ``size``-byte message of incompressible floats from station ``hsi`` to the aggregator."""
+    import time
+
+    from crypto import security_filters
+    from crypto.keys import load_directory, load_party
+    from feddiff.config import Config
+    from feddiff.protocol.endpoint import build_chain, fresh_seq
+    from feddiff.protocol.envelope import describe_payload, pack, unpack
+    from feddiff.protocol.message import Header, Message
+
+    cfg = Config()
+    seal = {}
+    if mode == "signed":
+        directory = load_directory(keys_dir)
+        seal = {p: security_filters("sizes", load_party(keys_dir, p), directory, replay_state=state / f"{p}-{size}.json") for p in ("hsi", "agg")}
+    tx, rx = build_chain(cfg, seal.get("hsi")), build_chain(cfg, seal.get("agg"))
+    payload = np.random.default_rng(0).standard_normal(size // 4).astype(np.float32).tobytes()
+    topic, seq, times = "feddiff/sizes/up/hsi", fresh_seq(), []
+    for _ in range(repeats):
+        seq += 1
+        t0 = time.perf_counter()
+        h = Header(job="sizes", round=1, step=1, sender="hsi", seq=seq, content_type="features", timestamp=time.time())
+        describe_payload(h, payload)
+        wire = [pack(m) for m in tx.outbound(Message(topic, h, payload))]
+        got = [rx.inbound(unpack(topic, w, cfg.federation.max_message_bytes)) for w in wire][-1]
+        times.append(time.perf_counter() - t0)
+        assert got is not None and got.payload == payload
+    return float(np.median(times))
+
+
+def filter_costs(out: Path, sizes: tuple[int, ...] = (1024, 65536, 1 << 20, 8 << 20), repeats: int = 20) -> dict:
+    import time
+
+    from crypto.he_context import HOLDER_PUBLIC, HOLDER_SIG, verify_public_context
+    from crypto.keys import load_directory
+    from crypto.provision import init_job, issue, provision_he_holder
+
+    doc: dict = {"repeats": repeats, "round_trip_ms": {}}
+    with tempfile.TemporaryDirectory() as d:
+        keys = Path(d) / "keys"
+        init_job("sizes", keys)
+        for role, name in (("aggregator", "agg"), ("edge", "hsi"), ("labels", "lab")):
+            issue(keys, role, name)
+        for size in sizes:
+            doc["round_trip_ms"][size] = {m: 1e3 * _chain_round_trip_s(m, size, keys, Path(d), repeats) for m in ("none", "signed")}
+        pdir = provision_he_holder(keys, "lab")
+        public, sig, directory = (pdir / HOLDER_PUBLIC).read_bytes(), (pdir / HOLDER_SIG).read_text(), load_directory(keys)
+        t0 = time.perf_counter()
+        for _ in range(repeats):
+            verify_public_context(directory, "lab", public, sig)
+        doc["verify_public_context_ms"] = 1e3 * (time.perf_counter() - t0) / repeats
+        doc["ckks_public_context_bytes"] = len(public)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps(doc, indent=2))
+    print("| message bytes | none ms | signed ms | signed / none |\n|---|---|---|---|")
+    for size, r in doc["round_trip_ms"].items():
+        print(f"| {size} | {r['none']:.2f} | {r['signed']:.2f} | {r['signed'] / r['none']:.2f} |")
+    print(f"\nverify_public_context: {doc['verify_public_context_ms']:.1f} ms per call (context of {len(public)} bytes)")
+    return doc
+
+
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--config", default=str(ROOT / "configs" / "trento_sim.yaml"))
@@ -48,7 +117,11 @@ def main() -> int:
     ap.add_argument("--resume", action="store_true", help="reuse job results kept in --work by an earlier run")
     ap.add_argument("--work", default="/tmp/feddiff-bench-sec")
     ap.add_argument("--out", default=str(ROOT / "benchmarks" / "results" / "security_overhead.json"))
+    ap.add_argument("--filters-only", action="store_true", help="only the per-message filter-chain costs (no data set needed)")
     args = ap.parse_args()
+    if args.filters_only:
+        filter_costs(Path(args.out).with_name("security_filters.json"))
+        return 0
     cfg = load_config(args.config)
     cfg = with_train(cfg, seed=args.seed)
     scene = load_scene(cfg)

@@ -79,6 +79,11 @@ def render_conf(broker_dir: Path, ca_cert: Path, port: int = DEFAULT_PORT, bind:
     """A ready ``mosquitto.conf``: one TLS listener that demands a client certificate from the
     job CA *and* a username/password from the password file, with the generated ACL.
 
+    Why ``use_username_as_clientid``: MQTT hands a session to whoever connects with its client
+    id, kicking the holder and (with a clean session) wiping its queued messages. Client ids are
+    predictable, so the broker replaces every client id by the authenticated username: a party
+    can then only ever take over its own session.
+
     Paths are absolute because Mosquitto resolves relative paths against its working directory,
     not against the configuration file.
     """
@@ -101,6 +106,7 @@ def render_conf(broker_dir: Path, ca_cert: Path, port: int = DEFAULT_PORT, bind:
             f"keyfile {broker_dir / 'broker.key'}",
             "require_certificate true",
             "use_identity_as_username false",
+            "use_username_as_clientid true",
             "tls_version tlsv1.2",
             "",
         ]

@@ -32,6 +32,34 @@ class HEError(FedDiffError):
     """A context or ciphertext is malformed, has the wrong capability, or shapes do not match."""
 
 
+def _chain(bits: tuple[int, ...]) -> tuple[int, ...]:
+    """Total modulus bits at each level, key level first (what SEAL reports per level)."""
+    return tuple(sum(bits[: len(bits) - i]) for i in range(len(bits)))
+
+
+PINNED_CHAIN = _chain(COEFF_MOD_BIT_SIZES)
+
+
+def check_params(ctx: ts.Context) -> None:
+    """Raise HEError unless ``ctx`` has exactly the pinned CKKS parameters."""
+    try:
+        level = ctx.seal_context().data.key_context_data()
+        n = level.parms().poly_modulus_degree()
+        chain = []
+        while level is not None:
+            chain.append(level.total_coeff_modulus_bit_count())
+            level = level.next_context_data()
+        scale = ctx.global_scale
+    except Exception as e:  # noqa: BLE001 - TenSEAL raises assorted types on odd contexts
+        raise HEError(f"cannot read the CKKS parameters of the context: {type(e).__name__}") from None
+    if n != POLY_MODULUS_DEGREE:
+        raise HEError(f"CKKS context with N = {n} ({n // 2} slots); pinned: N = {POLY_MODULUS_DEGREE} ({SLOTS} slots)")
+    if tuple(chain) != PINNED_CHAIN:
+        raise HEError(f"CKKS modulus chain of {list(chain)} bits; pinned: {list(PINNED_CHAIN)} ({'/'.join(map(str, COEFF_MOD_BIT_SIZES))})")
+    if scale != GLOBAL_SCALE:
+        raise HEError(f"CKKS scale {scale:g}; pinned: 2^40")
+
+
 def make_secret_context() -> ts.Context:
     """Fresh CKKS context holding the secret key (keep it with the decrypting party only)."""
     ctx = ts.context(ts.SCHEME_TYPE.CKKS, POLY_MODULUS_DEGREE, coeff_mod_bit_sizes=list(COEFF_MOD_BIT_SIZES))
@@ -46,14 +74,16 @@ def public_bytes(ctx: ts.Context) -> bytes:
 
 def load_public(b: bytes) -> ts.Context:
     """Load a context for encrypting and adding; refuses one that carries a secret key, so a
-    mis-exported secret never silently reaches the aggregator."""
+    mis-exported secret never silently reaches the aggregator, and one whose parameters are not
+    the pinned ones (``check_params``). Whose context it is, is not checked here: stations use
+    ``crypto.he_context.verify_public_context``."""
     try:
         ctx = ts.context_from(bytes(b))
     except Exception as e:  # noqa: BLE001 - TenSEAL raises assorted types on bad bytes
         raise HEError(f"not a TenSEAL context: {type(e).__name__}") from None
     if ctx.is_private() or ctx.has_secret_key():
         raise HEError("refusing a context that carries a secret key where a public one was expected")
-    ctx.global_scale = GLOBAL_SCALE
+    check_params(ctx)
     return ctx
 
 

@@ -28,7 +28,7 @@ import tenseal as ts
 
 from crypto import he
 from crypto.chain import keys_dir
-from crypto.keys import KeyMaterialError, check_name, load_directory, party_dir, write_public, write_secret
+from crypto.keys import KeyMaterialError, check_name, check_secret_file, load_directory, party_dir, write_public, write_secret
 
 log = logging.getLogger(__name__)
 
@@ -90,9 +90,7 @@ def load_group_secret(dir: Path, party: str, group: str) -> ts.Context:
     path = secret_path(dir, party, group)
     if not path.exists():
         raise KeyMaterialError(f"{path} missing: run 'feddiff keys he-group --dir {dir} --group {group} --members ...' including {party}")
-    mode = path.stat().st_mode & 0o777
-    if mode & 0o077:
-        log.warning("secret file %s has mode %o; expected 0600", path, mode)
+    check_secret_file(path)
     try:
         ctx = ts.context_from(path.read_bytes())
     except Exception as e:  # noqa: BLE001 - TenSEAL raises assorted types on bad bytes

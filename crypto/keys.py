@@ -114,6 +114,21 @@ def write_public(path: Path, data: bytes) -> None:
     os.replace(tmp, path)
 
 
+def check_secret_file(path: Path) -> None:
+    """Refuse a secret file that group or others may read or write (one line naming it).
+
+    Why refuse rather than warn: a key another local user could have copied is no longer
+    secret, and a warning scrolls past; the owner fixes it with one ``chmod 600``."""
+    try:
+        mode = path.stat().st_mode & 0o777
+    except FileNotFoundError:
+        raise KeyMaterialError(f"missing key file {path}") from None
+    except OSError as e:
+        raise KeyMaterialError(f"cannot read {path}: {e.strerror}") from None
+    if mode & 0o077:
+        raise KeyMaterialError(f"secret file {path} has mode {mode:04o}; others may read it: chmod 600 it (or re-issue the party)")
+
+
 def _read(path: Path) -> bytes:
     try:
         return path.read_bytes()
@@ -354,9 +369,7 @@ def load_party(dir: Path, name: str) -> PartyKeys:
     if meta.get("name") != name or meta.get("role") not in ROLES:
         raise KeyMaterialError(f"{pdir / PARTY_FILE} does not describe party {name!r}")
     for secret in (SIGN_KEY, AGREE_KEY, TLS_KEY, MQTT_PASSWORD):
-        mode = (pdir / secret).stat().st_mode & 0o777 if (pdir / secret).exists() else 0
-        if mode & 0o077:
-            log.warning("secret file %s has mode %o; expected 0600", pdir / secret, mode)
+        check_secret_file(pdir / secret)
     try:
         root_public = b64d(_read(pdir / ROOT_PUB_FILE).decode("ascii").strip())
     except (ValueError, UnicodeDecodeError):

@@ -1,4 +1,4 @@
-"""``feddiff keys init|issue|revoke|he-group``: the command-line face of crypto.provision
+"""``feddiff keys init|issue|revoke|check|he-holder|he-group``: the command-line face of crypto.provision
 (and of crypto.he_groups for the per-modality CKKS keys of horizontal HE jobs).
 
 Why ``run`` takes a parsed Namespace: the main ``feddiff`` CLI owns the parser tree and only
@@ -13,7 +13,7 @@ import sys
 from pathlib import Path
 
 from crypto import provision
-from crypto.keys import ROLES, KeyMaterialError, load_directory
+from crypto.keys import ROLES, KeyMaterialError, load_directory, load_party
 from feddiff.errors import FedDiffError
 
 
@@ -33,6 +33,12 @@ def add_parser(subparsers: "argparse._SubParsersAction") -> argparse.ArgumentPar
     pr = sub.add_parser("revoke", help="remove a party and regenerate the broker password file and ACL")
     pr.add_argument("--dir", required=True, type=Path)
     pr.add_argument("--id", required=True)
+    pc = sub.add_parser("check", help="check one party's bundle: 0600 secrets, keys matching the signed directory")
+    pc.add_argument("--dir", required=True, type=Path)
+    pc.add_argument("--id", required=True)
+    pl = sub.add_parser("he-holder", help="CKKS key of the HE label holder: secret (0600) and signed public context in its bundle")
+    pl.add_argument("--dir", required=True, type=Path)
+    pl.add_argument("--id", required=True, help="the label holder (role labels)")
     ph = sub.add_parser("he-group", help="CKKS key for one horizontal group (HE mode): secret to the members, public to the aggregator")
     ph.add_argument("--dir", required=True, type=Path)
     ph.add_argument("--group", required=True, help="the modality the members share, e.g. hsi")
@@ -60,6 +66,18 @@ def run(args: argparse.Namespace) -> int:
         provision.revoke(d, args.id)
         print(f"revoked {args.id}; reload the broker (SIGHUP) and redistribute directory.json")
         return 0
+    if cmd == "check":
+        d = Path(args.dir)
+        me = load_party(d, args.id)
+        listed = load_directory(d, me.root_public).get(me.name)
+        if listed is None or listed.sign_public != me.sign_public or listed.agree_public != me.agree_public:
+            raise KeyMaterialError(f"party {me.name!r} is not in {d / 'directory.json'} with these keys (rotated or revoked?)")
+        print(f"job {me.job}: bundle of {me.role} {me.name} is complete, private and listed in the directory")
+        return 0
+    if cmd == "he-holder":
+        pdir = provision.provision_he_holder(Path(args.dir), args.id)
+        print(f"HE label holder {args.id}: secret context {pdir / 'he_secret.ctx'} (0600), signed public context beside it")
+        return 0
     if cmd == "he-group":
         from crypto.he_groups import provision_group
 
@@ -68,7 +86,7 @@ def run(args: argparse.Namespace) -> int:
         agg = provision_group(d, args.group, members)
         print(f"HE group {args.group}: secret context for {', '.join(members)}; public context for {agg}")
         return 0
-    raise KeyMaterialError(f"unknown keys command {cmd!r}: expected init, issue, revoke or he-group")
+    raise KeyMaterialError(f"unknown keys command {cmd!r}: expected init, issue, revoke, check, he-holder or he-group")
 
 
 def main(argv: list[str] | None = None) -> int:

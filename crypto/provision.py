@@ -211,3 +211,21 @@ def revoke(dir: Path, name: str) -> None:
     _render_broker(dir, new_dir)
     shutil.rmtree(party_dir(dir, name), ignore_errors=True)
     log.info("revoked %s from job %s (directory serial %d)", name, directory.job, new_dir.serial)
+
+
+def provision_he_holder(dir: Path, name: str) -> Path:
+    """Give label holder ``name`` its CKKS key for ``he`` jobs, in its bundle: the secret
+    context (0600) and the public context with the holder's signature over it, which stations
+    verify against the directory (``crypto.he_context.verify_public_context``). Running it
+    again keeps the existing key (delete ``he_secret.ctx`` first to rotate it). Returns the
+    party directory."""
+    from crypto.he_context import HOLDER_ROLES, ensure_holder_context
+    from crypto.keys import load_party
+
+    me = load_party(Path(dir), name)
+    if me.role not in HOLDER_ROLES:
+        raise KeyMaterialError(f"party {name!r} has role {me.role!r}; the HE label holder must have role 'labels'")
+    pdir = party_dir(Path(dir), name)
+    ensure_holder_context(pdir, me)
+    log.info("HE context of label holder %s in %s", name, pdir)
+    return pdir

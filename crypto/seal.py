@@ -26,6 +26,7 @@ covered ext entries are passed on, so inner filters see authenticated metadata o
 from __future__ import annotations
 
 import dataclasses
+import hashlib
 import logging
 import math
 import os
@@ -127,7 +128,8 @@ class SealFilter:
     """Outbound: encrypt to the recipient and sign; inbound: verify, check policy, decrypt.
 
     Rejections raise ``EnvelopeError`` with a stable reason: unsealed, malformed, wrong_job,
-    unknown_signer, wrong_topic, bad_signature, stale, decrypt_failed. Nothing else escapes
+    unknown_signer, wrong_topic, bad_signature, stale, decrypt_failed, bad_digest (the opened
+    plaintext is not the one the signed seal describes). Nothing else escapes
     ``inbound``, whatever the bytes.
     """
 
@@ -192,8 +194,8 @@ class SealFilter:
             "v": SEAL_VERSION,
             "kid": self.me.kid,
             "covered": covered,
-            "plain_len": h.payload_len,
-            "plain_sha256": h.payload_sha256,
+            "plain_len": len(msg.payload),  # what is sealed, whatever the header claimed
+            "plain_sha256": hashlib.sha256(msg.payload).hexdigest(),
         }
         recipient = self._recipient(route)
         if route.kind in ("up", "down"):
@@ -284,11 +286,8 @@ class SealFilter:
         else:
             raise EnvelopeError("malformed", f"seal mode {mode!r} on {route.kind} topic")
 
-        out_ext = {k: ext[k] for k in covered}
-        out_h = dataclasses.replace(
-            h,
-            ext=out_ext,
-            payload_len=seal.get("plain_len", h.payload_len),
-            payload_sha256=seal.get("plain_sha256", h.payload_sha256),
-        )
+        # the signed description must match what was opened: inner filters trust these fields
+        if len(plain) != seal.get("plain_len") or hashlib.sha256(plain).hexdigest() != seal.get("plain_sha256"):
+            raise EnvelopeError("bad_digest", f"plaintext from {sender.name!r} does not match its sealed length/sha256")
+        out_h = dataclasses.replace(h, ext={k: ext[k] for k in covered}, payload_len=len(plain), payload_sha256=seal["plain_sha256"])
         return Message(msg.topic, out_h, plain)

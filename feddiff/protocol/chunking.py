@@ -9,8 +9,14 @@ full envelope that repeats the (already sealed) header and adds::
 The receiver buffers chunks per (topic, sender, id), tolerates duplicates (QoS 1) and any arrival
 order (a lost chunk resent later), checks the whole digest, and forgets incomplete sets after
 ``timeout_s`` of silence. Memory is bounded: a set may not exceed ``max_total_bytes``, at most
-``max_pending`` sets are buffered, and all buffered bytes stay under ``max_buffered_bytes``
-(oldest sets are dropped first).
+``max_pending`` sets are buffered, and all buffered bytes stay under ``max_buffered_bytes``.
+
+Why per-sender quotas: reassembly runs before the seal can be checked, so anything buffered is
+unauthenticated. ``check_topic_sender`` ties the header's sender to the topic (which the broker
+ACL ties to one party); each (topic, sender) may hold ``per_sender_pending`` sets and
+``per_sender_bytes`` bytes, beyond which its own oldest set goes; and when the shared limits
+are reached, the sender holding the most yields first. A flood of tiny sets from one station
+thus evicts that station's own sets, never another's half-received message.
 """
 
 from __future__ import annotations
@@ -25,6 +31,7 @@ from collections import OrderedDict
 from typing import Any, Callable, Optional
 
 from feddiff.protocol.envelope import describe_payload
+from feddiff.protocol.filters import check_topic_sender
 from feddiff.protocol.message import EnvelopeError, Header, Message
 
 log = logging.getLogger("feddiff.protocol")
@@ -68,6 +75,8 @@ class ChunkFilter:
         max_pending: int = 64,
         max_buffered_bytes: Optional[int] = None,
         clock: Callable[[], float] = time.monotonic,
+        per_sender_pending: Optional[int] = None,
+        per_sender_bytes: Optional[int] = None,
     ) -> None:
         if max_chunk_bytes < 1:
             raise ValueError("max_chunk_bytes must be >= 1")
@@ -77,6 +86,8 @@ class ChunkFilter:
         self.max_pending = max_pending
         # one whole message must always fit, or it could never be reassembled
         self.max_buffered_bytes = max(max_buffered_bytes if max_buffered_bytes is not None else 2 * max_total_bytes, max_total_bytes)
+        self.per_sender_pending = per_sender_pending or max(1, max_pending // 4)
+        self.per_sender_bytes = max(per_sender_bytes or self.max_buffered_bytes // 2, max_total_bytes)
         self.clock = clock
         self.pending: OrderedDict[tuple, _Pending] = OrderedDict()
         self._done: OrderedDict[tuple, None] = OrderedDict()  # recently completed sets: late duplicates
@@ -137,21 +148,39 @@ class ChunkFilter:
             raise EnvelopeError("oversized", f"{count} chunks cannot make {total} bytes")
         return cid, idx, count, total, digest
 
-    def _make_room(self, incoming: int, keep: tuple, new_set: bool) -> None:
-        """Drop the least recently active other sets until ``incoming`` more bytes (and, for a
-        new set, one more set) fit within the limits."""
-        def over() -> bool:
-            return (new_set and len(self.pending) >= self.max_pending) or self.buffered_bytes + incoming > self.max_buffered_bytes
+    def _drop(self, key: tuple, why: str) -> None:
+        self.pending.pop(key)
+        self.expired += 1
+        log.warning("dropping incomplete chunked message %s from %s: %s", key[2], key[1], why,
+                    extra={"event": "chunk_evicted", "sender": key[1]})
 
-        for key in [k for k in self.pending if k != keep]:
-            if not over():
+    def _load(self, sender: tuple) -> tuple[int, int]:
+        """(sets, bytes) buffered for one (topic, sender)."""
+        own = [p for k, p in self.pending.items() if k[:2] == sender]
+        return len(own), sum(p.size for p in own)
+
+    def _make_room(self, incoming: int, keep: tuple, new_set: bool) -> None:
+        """Make ``incoming`` more bytes (and, for a new set, one more set) fit: first within the
+        sender's own quota, by dropping its own oldest other sets; then within the shared
+        limits, by dropping the oldest set of whichever sender holds the most."""
+        sender = keep[:2]
+        while True:
+            sets, size = self._load(sender)
+            if not ((new_set and sets >= self.per_sender_pending) or size + incoming > self.per_sender_bytes):
                 break
-            self.pending.pop(key)
-            self.expired += 1
-            log.warning("dropping incomplete chunked message %s from %s to stay within the buffer limits", key[2], key[1],
-                        extra={"event": "chunk_evicted", "sender": key[1]})
+            own = [k for k in self.pending if k[:2] == sender and k != keep]
+            if not own:
+                break
+            self._drop(own[0], "over its sender's quota")
+        while (new_set and len(self.pending) >= self.max_pending) or self.buffered_bytes + incoming > self.max_buffered_bytes:
+            others = [k for k in self.pending if k != keep]
+            if not others:
+                break
+            heaviest = max({k[:2] for k in others}, key=lambda s: (self._load(s)[0] + (s == sender), self._load(s)[1]))
+            self._drop(next(k for k in others if k[:2] == heaviest), "buffer limits reached")
 
     def inbound(self, msg: Message) -> Optional[Message]:
+        check_topic_sender(msg.topic, msg.header.sender)
         info = msg.header.ext.get("chunk")
         if info is None:
             return msg

@@ -101,6 +101,7 @@ class MqttTransport:
         reconnect_max_s: float = 8.0,
         full_timeout_s: float = 10.0,
     ) -> None:
+        client_id = session_client_id(client_id, username)
         self.client_id, self.host, self.port, self.keepalive = client_id, host, port, keepalive
         self.publish_timeout = publish_timeout
         self.full_timeout_s = full_timeout_s
@@ -335,6 +336,16 @@ class MqttTransport:
 
 
 _paho_log = logging.getLogger("feddiff.transport.paho")
+
+
+def session_client_id(requested: str, username: Optional[str]) -> str:
+    """The client id the broker will give this connection: the username when there is one.
+
+    Why: provisioned brokers bind the session to the identity (``use_username_as_clientid``;
+    otherwise anyone with a password could take over a predictable client id and wipe that
+    party's session). Presenting the username ourselves keeps our logs and the persistent
+    session's name the same as the broker's; without a username the requested id stands."""
+    return username or requested
 
 
 def _no_delay(client, userdata, sock) -> None:

@@ -88,3 +88,11 @@ def test_sizes_are_within_budget(secret, public, record_property) -> None:
     print(f"public context {pub} B, ciphertext {per_sample:.0f} B/sample at D=512")
     assert pub < 1_000_000  # no relinearisation or Galois keys exported
     assert per_sample < 64_000
+
+
+@pytest.mark.parametrize("n, bits, scale", [(16384, [60, 40, 40, 60], 2.0**40), (8192, [60, 40, 40, 60], 2.0**30)])
+def test_load_public_refuses_unpinned_parameters(n, bits, scale):
+    ctx = ts.context(ts.SCHEME_TYPE.CKKS, n, coeff_mod_bit_sizes=bits)
+    ctx.global_scale = scale
+    with pytest.raises(he.HEError):
+        he.load_public(he.public_bytes(ctx))

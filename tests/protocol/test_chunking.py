@@ -157,7 +157,7 @@ def test_incomplete_sets_are_forgotten_after_the_timeout():
 
 
 def test_buffered_bytes_stay_within_the_limit_oldest_set_dropped_first():
-    rx = ChunkFilter(max_total_bytes=1024, max_buffered_bytes=1500, max_pending=10)
+    rx = ChunkFilter(max_total_bytes=1024, max_buffered_bytes=1500, max_pending=10, per_sender_bytes=1500, per_sender_pending=10)
     sender = ChunkFilter(max_chunk_bytes=500)
     for seq in range(1, 6):
         first = wire(sender.outbound(msg(os.urandom(1000), seq=seq)))[0]
@@ -179,7 +179,7 @@ def test_a_set_growing_past_the_buffer_limit_evicts_older_sets_not_itself():
 
 
 def test_number_of_pending_sets_is_bounded():
-    rx = ChunkFilter(max_pending=3)
+    rx = ChunkFilter(max_pending=3, per_sender_pending=3)
     sender = ChunkFilter(max_chunk_bytes=10)
     for seq in range(1, 10):
         rx.inbound(wire(sender.outbound(msg(b"y" * 30, seq=seq)))[0])
@@ -201,3 +201,25 @@ def test_full_plaintext_chain_round_trips_a_big_payload():
     rx = chain()
     got = [r for r in (rx.inbound(p) for p in wire(out) + wire(out)) if r is not None]
     assert len(got) == 1 and got[0].payload == raw
+
+
+def test_a_flooding_sender_evicts_its_own_sets_not_another_senders():
+    rx = ChunkFilter(max_pending=8)
+    victim = wire(ChunkFilter(max_chunk_bytes=100).outbound(msg(DATA)))
+    assert rx.inbound(victim[0]) is None
+    for seq in range(100):
+        flood = Message("t", Header("j", 0, 0, "flooder", seq, "x", ext={}), b"f")
+        flood.header.ext["chunk"] = {"id": f"f:{seq}", "index": 0, "count": 2, "total_len": 2, "sha256": "0" * 64}
+        rx.inbound(flood)
+        assert len(rx.pending) <= 8
+    assert sum(1 for k in rx.pending if k[1] == "flooder") <= rx.per_sender_pending
+    assert [rx.inbound(p) for p in victim[1:]][-1].payload == DATA
+
+
+def test_a_chunk_naming_another_sender_on_an_uplink_is_refused_before_buffering():
+    part = wire(ChunkFilter(max_chunk_bytes=100).outbound(msg(DATA)))[0]
+    forged = Message("feddiff/j/up/mallory", part.header, part.payload)
+    rx = ChunkFilter()
+    with pytest.raises(EnvelopeError) as err:
+        rx.inbound(forged)
+    assert err.value.reason == "wrong_topic" and rx.pending == {}

@@ -57,9 +57,20 @@ def test_messages_without_compress_entry_pass_inbound():
 
 
 def test_declared_size_above_the_limit_is_refused_before_inflating():
-    chain = FilterChain([CompressFilter(max_bytes=1000)])
-    (wire,) = chain.outbound(msg(b"\0" * 100000))
-    assert inbound_reason(chain, wire) == "oversized"
+    (wire,) = CompressFilter().outbound(msg(b"\0" * 100000))
+    assert inbound_reason(FilterChain([CompressFilter(max_bytes=1000)]), wire) == "oversized"
+
+
+def test_sender_refuses_what_a_receiver_would_refuse():
+    with pytest.raises(ValueError):
+        CompressFilter(max_bytes=1000).outbound(msg(b"\0" * 100000))
+
+
+def test_control_budget_applies_to_control_content_types_only():
+    f = CompressFilter.for_limit(10_000)
+    assert f.limit("ready") == 10_000 and f.limit("features") == 10_000
+    assert CompressFilter.for_limit(64 << 20).limit("ready") == 1 << 20
+    assert CompressFilter.for_limit(64 << 20).limit("features") == 64 << 20
 
 
 def test_bomb_lying_about_its_size_is_refused():
@@ -138,11 +149,13 @@ def test_a_restarted_receiver_still_recognises_old_messages():
     assert after.inbound(msg(seq=7, payload=b"7")) is None  # remembered
     assert after.inbound(msg(seq=2, payload=b"2")) is None  # below the floor
     assert after.inbound(msg(seq=8, payload=b"8")) is not None  # new
-    assert after.to_dict()["senders"]["a"]["floor"] == 4
+    assert after.to_dict()["windows"][0]["floor"] == 4
 
 
-@pytest.mark.parametrize("state", [{}, {"version": 2, "senders": {}}, {"version": 1, "window": 4, "senders": {"a": {"floor": "x", "seen": []}}},
-                                   {"version": 1, "window": 4, "senders": {"a": {"floor": 1, "seen": [["1", "d"]]}}}])
+@pytest.mark.parametrize("state", [{}, {"version": 2, "senders": {}}, {"version": 1, "window": 4, "senders": {"a": {"floor": 1, "seen": []}}},
+                                   {"version": 2, "window": 4, "windows": [{"topic": "t", "sender": "a", "floor": "x", "seen": []}]},
+                                   {"version": 2, "window": 4, "windows": [{"topic": "t", "sender": "a", "floor": 1, "seen": [["1", "d"]]}]},
+                                   {"version": 2, "window": 4, "windows": [{"sender": "a", "floor": 1, "seen": []}]}])
 def test_malformed_state_is_a_value_error(state):
     with pytest.raises(ValueError):
         DedupFilter.from_dict(state)
@@ -153,6 +166,30 @@ def test_memory_is_bounded_by_window_and_senders():
     for s in range(10):
         for seq in range(20):
             d.inbound(msg(sender=f"s{s}", seq=seq, payload=b"%d" % seq))
-    state = d.to_dict()["senders"]
-    assert list(state) == ["s7", "s8", "s9"]
-    assert all(len(v["seen"]) == 5 for v in state.values())
+    state = d.to_dict()["windows"]
+    assert [w["sender"] for w in state] == ["s7", "s8", "s9"]
+    assert all(len(w["seen"]) == 5 for w in state)
+
+
+def test_memory_is_bounded_by_total_entries():
+    d = DedupFilter(window=10, max_senders=100, max_entries=25)
+    for s in range(10):
+        for seq in range(10):
+            d.inbound(msg(sender=f"s{s}", seq=seq, payload=b"%d" % seq))
+    assert d.remembered <= 25 and sum(len(w["seen"]) for w in d.to_dict()["windows"]) == d.remembered
+    assert d.to_dict()["windows"][-1]["sender"] == "s9"
+
+
+def test_a_header_naming_another_sender_on_an_uplink_is_refused_before_any_state():
+    d = DedupFilter()
+    forged = Message("feddiff/j/up/mallory", Header(job="j", round=1, step=1, sender="a", seq=2**62, content_type="x"), b"x")
+    with pytest.raises(EnvelopeError) as err:
+        d.inbound(forged)
+    assert err.value.reason == "wrong_topic" and d.high_water_marks() == {} and d.remembered == 0
+    assert d.inbound(msg(seq=5)) is not None  # the genuine sender's floor did not move
+
+
+def test_the_same_sender_on_two_topics_has_two_windows():
+    d = DedupFilter()
+    down = Message("feddiff/j/down/x", Header(job="j", round=1, step=1, sender="a", seq=1, content_type="x"), b"hello")
+    assert d.inbound(msg()) is not None and d.inbound(down) is not None
