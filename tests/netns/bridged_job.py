@@ -136,12 +136,19 @@ class BridgedJob:
             time.sleep(0.05)
         raise AssertionError(f"{what} did not happen within {timeout:.0f}s; status {self.status()}; logs in {self.root}")
 
-    def wait_mid_round(self, rnd: int, min_step: int) -> dict:
+    def wait_mid_round(self, first_round: int, min_step: int) -> dict:
+        """Until a round >= ``first_round`` (not the last) is training at step >= ``min_step``.
+
+        Why not one exact round: status.json is rewritten at most once a second in training,
+        and on an idle machine a round of this small job can pass between two writes."""
+        last = int(JOB["train"]["epochs"]) - 1
+
         def mid():
             s = self.status()
-            return s if s.get("phase") == "training" and s.get("round") == rnd and s.get("step", 0) >= min_step else None
+            ok = s.get("phase") == "training" and first_round <= s.get("round", -1) < last and s.get("step", 0) >= min_step
+            return s if ok else None
 
-        return self.wait_for(f"round {rnd} step {min_step}", mid)
+        return self.wait_for(f"a round >= {first_round} at step {min_step}", mid)
 
 
 def plan_length(config: Path) -> int:
