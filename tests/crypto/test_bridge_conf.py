@@ -44,7 +44,7 @@ def test_config_bridges_only_the_stations_topics_over_tls_with_its_credentials(k
     lines = conf_lines(conf)
     out = conf.parent
     password = (keys / "parties" / STATION / "mqtt_password").read_text().strip()
-    assert f"address central.example.org:8884" in lines
+    assert "address central.example.org:8884" in lines
     assert f"remote_username {STATION}" in lines and f"remote_password {password}" in lines
     assert f"bridge_cafile {out.resolve() / 'ca.crt'}" in lines and "bridge_insecure false" in lines
     assert (out / "bridge.crt").read_bytes() == (keys / "parties" / STATION / "tls.crt").read_bytes()
