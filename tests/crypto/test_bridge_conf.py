@@ -217,3 +217,26 @@ def test_messages_published_while_central_is_down_arrive_after_it_returns(bridge
     # held on the station until the bridge reconnects (it retries every RESTART_TIMEOUT_S)
     got = drain(agg, 5, 30)
     assert [p for _, p in got] == sent
+
+
+# ----------------------------------------------------------------------------- the command line
+
+def keys_cli(*args: str):
+    import subprocess
+    import sys
+
+    return subprocess.run([sys.executable, "-m", "feddiff_app.cli", "keys", *args], capture_output=True, text=True, timeout=120)
+
+
+def test_feddiff_keys_bridge_writes_the_folder_and_refuses_an_unknown_station_in_one_line(keys, tmp_path):
+    probe = keys_cli("bridge", "--help")
+    if probe.returncode != 0 and "invalid choice" in probe.stderr:
+        pytest.skip("`feddiff keys bridge` is not wired into crypto/keys_cli.py yet")
+    out = tmp_path / "edge"
+    r = keys_cli("bridge", "--dir", str(keys), "--id", STATION, "--central-host", "10.0.0.1", "--central-port", "8884", "--out", str(out))
+    assert r.returncode == 0, r.stderr
+    assert "address 10.0.0.1:8884" in (out / "mosquitto.conf").read_text()
+    assert str(out / "mosquitto.conf") in r.stdout
+    bad = keys_cli("bridge", "--dir", str(keys), "--id", "nobody", "--central-host", "10.0.0.1", "--out", str(tmp_path / "bad"))
+    assert bad.returncode == 2 and "Traceback" not in bad.stderr
+    assert [ln for ln in bad.stderr.splitlines() if ln.strip()] == [ln for ln in bad.stderr.splitlines() if "nobody" in ln]
