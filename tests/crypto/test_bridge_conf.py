@@ -231,7 +231,7 @@ def keys_cli(*args: str):
 def test_feddiff_keys_bridge_writes_the_folder_and_refuses_an_unknown_station_in_one_line(keys, tmp_path):
     probe = keys_cli("bridge", "--help")
     if probe.returncode != 0 and "invalid choice" in probe.stderr:
-        pytest.skip("`feddiff keys bridge` is not wired into crypto/keys_cli.py yet")
+        pytest.skip("`feddiff keys bridge` is not wired yet (parser in feddiff_app/cli.py, dispatch in crypto/keys_cli.py)")
     out = tmp_path / "edge"
     r = keys_cli("bridge", "--dir", str(keys), "--id", STATION, "--central-host", "10.0.0.1", "--central-port", "8884", "--out", str(out))
     assert r.returncode == 0, r.stderr
