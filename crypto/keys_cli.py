@@ -1,49 +1,19 @@
-"""``feddiff keys init|issue|revoke|check|he-holder|he-group``: the command-line face of crypto.provision
-(and of crypto.he_groups for the per-modality CKKS keys of horizontal HE jobs).
+"""``feddiff keys init|issue|revoke|check|he-holder|he-group|bridge``: the command-line face of crypto.provision
+(and of crypto.he_groups for the per-modality CKKS keys of horizontal HE jobs, crypto.bridge_conf
+for a station's bridged broker).
 
-Why ``run`` takes a parsed Namespace: the main ``feddiff`` CLI owns the parser tree and only
-dispatches here (lazily, so the core never imports ``crypto``). User mistakes raise
+Why ``run`` takes a parsed Namespace: the main ``feddiff`` CLI owns the parser tree
+(``feddiff_app.keys_parser``) and only dispatches here (lazily, so the core never imports ``crypto``). User mistakes raise
 ``FedDiffError`` subclasses whose message is one line; the main CLI prints it and exits 2.
 """
 
 from __future__ import annotations
 
 import argparse
-import sys
 from pathlib import Path
 
 from crypto import provision
-from crypto.keys import ROLES, KeyMaterialError, load_directory, load_party
-from feddiff.errors import FedDiffError
-
-
-def add_parser(subparsers: "argparse._SubParsersAction") -> argparse.ArgumentParser:
-    """Register the ``keys`` subcommand on the main CLI's subparsers."""
-    p = subparsers.add_parser("keys", help="provision job keys, certificates and broker ACLs")
-    sub = p.add_subparsers(dest="keys_cmd", required=True)
-    pi = sub.add_parser("init", help="create a job's root keys, CA and broker configuration")
-    pi.add_argument("--job", required=True)
-    pi.add_argument("--out", required=True, type=Path)
-    pi.add_argument("--broker-host", dest="broker_host", default="127.0.0.1")
-    ps = sub.add_parser("issue", help="issue or rotate one party's keys")
-    ps.add_argument("--dir", required=True, type=Path)
-    ps.add_argument("--role", required=True, choices=ROLES)
-    ps.add_argument("--id", required=True)
-    ps.add_argument("--job", default=None, help="refuse if --dir belongs to another job")
-    pr = sub.add_parser("revoke", help="remove a party and regenerate the broker password file and ACL")
-    pr.add_argument("--dir", required=True, type=Path)
-    pr.add_argument("--id", required=True)
-    pc = sub.add_parser("check", help="check one party's bundle: 0600 secrets, keys matching the signed directory")
-    pc.add_argument("--dir", required=True, type=Path)
-    pc.add_argument("--id", required=True)
-    pl = sub.add_parser("he-holder", help="CKKS key of the HE label holder: secret (0600) and signed public context in its bundle")
-    pl.add_argument("--dir", required=True, type=Path)
-    pl.add_argument("--id", required=True, help="the label holder (role labels)")
-    ph = sub.add_parser("he-group", help="CKKS key for one horizontal group (HE mode): secret to the members, public to the aggregator")
-    ph.add_argument("--dir", required=True, type=Path)
-    ph.add_argument("--group", required=True, help="the modality the members share, e.g. hsi")
-    ph.add_argument("--members", required=True, help="comma-separated station ids, at least two")
-    return p
+from crypto.keys import KeyMaterialError, load_directory, load_party
 
 
 def run(args: argparse.Namespace) -> int:
@@ -86,20 +56,11 @@ def run(args: argparse.Namespace) -> int:
         agg = provision_group(d, args.group, members)
         print(f"HE group {args.group}: secret context for {', '.join(members)}; public context for {agg}")
         return 0
-    raise KeyMaterialError(f"unknown keys command {cmd!r}: expected init, issue, revoke, check, he-holder or he-group")
+    if cmd == "bridge":
+        from crypto.bridge_conf import write_bridge_config
 
-
-def main(argv: list[str] | None = None) -> int:
-    """Stand-alone entry point (``python -m crypto.keys_cli keys init ...``)."""
-    parser = argparse.ArgumentParser(prog="feddiff")
-    add_parser(parser.add_subparsers(dest="cmd", required=True))
-    args = parser.parse_args(argv)
-    try:
-        return run(args)
-    except FedDiffError as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 2
-
-
-if __name__ == "__main__":
-    sys.exit(main())
+        conf = write_bridge_config(Path(args.dir), args.id, args.central_host, args.central_port, Path(args.out), local_port=args.local_port)
+        print(f"station {args.id}: bridged broker config {conf}; install the folder on the station, run `mosquitto -c {conf}` "
+              f"and point federation.broker at 127.0.0.1:{args.local_port}")
+        return 0
+    raise KeyMaterialError(f"unknown keys command {cmd!r}: expected init, issue, revoke, check, he-holder, he-group or bridge")

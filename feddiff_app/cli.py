@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Callable
 
 from feddiff.errors import FedDiffError
+from feddiff_app.keys_parser import add_keys_actions
 
 
 def _setup_logging(verbose: bool, log_file: str | None = None) -> None:
@@ -116,20 +117,8 @@ def build_parser() -> argparse.ArgumentParser:
     sp.add_argument("--config", required=True)
     sp.add_argument("--state-dir", default=None)
 
-    sp = add("keys", cmd_keys, "provision a job's keys, certificates and broker ACL")
-    ksub = sp.add_subparsers(dest="keys_cmd", required=True, metavar="ACTION")
-    ki = ksub.add_parser("init", help="create the job trust root, CA and broker config")
-    ki.add_argument("--job", required=True)
-    ki.add_argument("--out", required=True)
-    ki.add_argument("--broker-host", default="127.0.0.1")
-    ks = ksub.add_parser("issue", help="issue keys and certificates for one party")
-    ks.add_argument("--dir", default="keys")
-    ks.add_argument("--role", required=True, choices=["edge", "aggregator", "labels"])
-    ks.add_argument("--id", required=True)
-    kh = ksub.add_parser("he-group", help="CKKS key of one horizontal group (HE mode): secret to its stations, public to the aggregator")
-    kh.add_argument("--dir", default="keys")
-    kh.add_argument("--group", required=True, help="the modality the members share, e.g. hsi")
-    kh.add_argument("--members", required=True, help="comma-separated station ids, at least two")
+    sp = add("keys", cmd_keys, "provision a job's keys, certificates, broker ACL and station bridges")
+    add_keys_actions(sp)
 
     sp = add("export", cmd_export, "export a checkpoint to ONNX (whole model, or per station with --split)")
     sp.add_argument("--checkpoint", required=True)

@@ -28,7 +28,7 @@ def test_loading_a_party_with_a_readable_secret_is_refused(job, secret, mode):
 def test_the_keys_cli_exits_2_with_one_line_naming_the_file(job):
     path = job / "parties" / "lidar" / "sign.key"
     path.chmod(0o644)
-    r = subprocess.run([sys.executable, "-m", "crypto.keys_cli", "keys", "check", "--dir", str(job), "--id", "lidar"],
+    r = subprocess.run([sys.executable, "-m", "feddiff_app.cli", "keys", "check", "--dir", str(job), "--id", "lidar"],
                        capture_output=True, text=True, timeout=60)
     assert r.returncode == 2
     lines = r.stderr.strip().splitlines()
@@ -36,7 +36,7 @@ def test_the_keys_cli_exits_2_with_one_line_naming_the_file(job):
 
 
 def test_a_bundle_with_0600_secrets_passes_the_check(job):
-    r = subprocess.run([sys.executable, "-m", "crypto.keys_cli", "keys", "check", "--dir", str(job), "--id", "lidar"],
+    r = subprocess.run([sys.executable, "-m", "feddiff_app.cli", "keys", "check", "--dir", str(job), "--id", "lidar"],
                        capture_output=True, text=True, timeout=60)
     assert r.returncode == 0, r.stderr
 

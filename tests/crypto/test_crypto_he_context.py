@@ -40,10 +40,10 @@ def test_the_secret_never_lands_outside_the_holders_bundle(job_dir):
 
 
 def test_keys_cli_he_holder(job_dir):
-    r = subprocess.run([sys.executable, "-m", "crypto.keys_cli", "keys", "he-holder", "--dir", str(job_dir), "--id", "lab"],
+    r = subprocess.run([sys.executable, "-m", "feddiff_app.cli", "keys", "he-holder", "--dir", str(job_dir), "--id", "lab"],
                        capture_output=True, text=True, timeout=120)
     assert r.returncode == 0, r.stderr
     assert (job_dir / "parties" / "lab" / HOLDER_SIG).exists()
-    r = subprocess.run([sys.executable, "-m", "crypto.keys_cli", "keys", "he-holder", "--dir", str(job_dir), "--id", "hsi"],
+    r = subprocess.run([sys.executable, "-m", "feddiff_app.cli", "keys", "he-holder", "--dir", str(job_dir), "--id", "hsi"],
                        capture_output=True, text=True, timeout=120)
     assert r.returncode == 2 and len(r.stderr.strip().splitlines()) == 1

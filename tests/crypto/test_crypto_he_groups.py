@@ -9,7 +9,8 @@ import numpy as np
 import pytest
 import tenseal as ts
 
-from crypto import he, he_groups, keys_cli
+from crypto import he, he_groups
+from feddiff_app import cli
 from crypto.keys import KeyMaterialError
 from crypto.provision import issue
 
@@ -110,12 +111,12 @@ def test_bad_groups_are_refused_in_one_line(job_dir, members, match) -> None:
 
 def test_keys_cli_he_group(job_dir, capsys) -> None:
     issue(job_dir, "edge", "hsi2")
-    assert keys_cli.main(["keys", "he-group", "--dir", str(job_dir), "--group", "hsi", "--members", "hsi,hsi2"]) == 0
+    assert cli.main(["keys", "he-group", "--dir", str(job_dir), "--group", "hsi", "--members", "hsi,hsi2"]) == 0
     assert "public context for agg" in capsys.readouterr().out
     assert he_groups.secret_path(job_dir, "hsi2", "hsi").exists()
-    assert keys_cli.main(["keys", "he-group", "--dir", str(job_dir), "--group", "hsi", "--members", "hsi"]) == 2
+    assert cli.main(["keys", "he-group", "--dir", str(job_dir), "--group", "hsi", "--members", "hsi"]) == 2
     err = capsys.readouterr().err
-    assert err.startswith("error: ") and err.count("\n") == 1
+    assert err.startswith("feddiff keys: error: ") and err.count("\n") == 1
 
 
 def test_main_cli_knows_he_group() -> None:
