@@ -26,7 +26,7 @@ import torch
 import torch.nn as nn
 
 from feddiff.errors import FedDiffError
-from feddiff.model.comm import quantise
+from feddiff.model.comm import dequantise_codes, quantise
 from feddiff.model.ensemble import EnsembleNet
 from feddiff.model.net import FedDiffNet
 
@@ -61,7 +61,7 @@ class StationModel(nn.Module):
     def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         flat = self.branch.flat_features(x)
         enc = self.branch.encoder
-        if enc is None:
+        if enc is None:  # raw features: the scale is a ones vector shaped by the batch
             return flat, torch.ones_like(flat[:, 0])
         p = quantise(enc.project(flat), enc.bits)
         return p.codes, p.scale
@@ -76,10 +76,7 @@ class FusionModel(nn.Module):
         self.modalities = list(net.modalities)
 
     def forward(self, *wire: torch.Tensor) -> torch.Tensor:
-        feats = {}
-        for i, m in enumerate(self.modalities):
-            codes, scale = wire[2 * i], wire[2 * i + 1]
-            feats[m] = codes.float() * scale[:, None]
+        feats = {m: dequantise_codes(wire[2 * i], wire[2 * i + 1]) for i, m in enumerate(self.modalities)}
         return self.head(feats)[0]
 
 
