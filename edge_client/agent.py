@@ -11,20 +11,18 @@ from __future__ import annotations
 
 import argparse
 import logging
-import signal
 import sys
 from dataclasses import dataclass
 from pathlib import Path
 
-from feddiff.config import Config, load_config
+from feddiff.config import Config
 from feddiff.data.loader import load_scene
 from feddiff.errors import ConfigError
-from feddiff.logs import configure_logging
-from feddiff.model.ensemble import check_federable
 from feddiff.protocol import jobs
 from feddiff.protocol.exchange import Deferral
 from feddiff.protocol.messages import Backward, Commit, Committed, Done, Forward, GetWeights, Hello, Job, Ready
 from feddiff.runtime import Incoming, Node, Route
+from feddiff.runtime.node import serve
 
 from edge_client.station import Station
 from edge_client.station_labels import StationLabels
@@ -54,9 +52,8 @@ class StationApp:
         self.deferral = Deferral()
         self.node: Node  # set by attach
 
-    def attach(self, node: Node) -> Node:
+    def attach(self, node: Node) -> None:
         self.node = node
-        return node
 
     def persisted_seq(self) -> int:
         return int(self.station.meta.get("seq", 0))
@@ -160,12 +157,4 @@ class StationApp:
 def main(args: argparse.Namespace) -> int:
     from crypto.chain import party_security
 
-    cfg = load_config(args.config)
-    check_federable(cfg.model, args.config)
-    state_dir = Path(args.state_dir) if args.state_dir else Path(cfg.resolve(cfg.federation.state_dir)) / args.id
-    state_dir.mkdir(parents=True, exist_ok=True)
-    configure_logging(getattr(args, "verbose", False), str(state_dir / "edge.log.jsonl"), name=args.id)
-    app = StationApp(cfg, args.id, state_dir, progress=sys.stderr.isatty())
-    node = app.attach(Node(cfg, args.id, app, party_security(cfg, args.id, state_dir)))
-    signal.signal(signal.SIGTERM, lambda *_: node.stop_event.set())
-    return node.run()
+    return serve(args, lambda cfg, state_dir: StationApp(cfg, args.id, state_dir, progress=sys.stderr.isatty()), party_security)

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import argparse
 import logging
-import signal
 from pathlib import Path
 
 import numpy as np
@@ -18,18 +17,17 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from feddiff.config import Config, load_config
+from feddiff.config import Config
 from feddiff.data.loader import load_labels
 from feddiff.data.patches import labelled_pixels
-from feddiff.logs import configure_logging
 from feddiff.metrics import classification_metrics
-from feddiff.model.ensemble import check_federable
 from feddiff.model.losses import l2_penalty
 from feddiff.model.train import cosine_lr, load_optimizer_state, make_optimizer, set_lr
 from feddiff.protocol import jobs
 from feddiff.protocol.label_messages import Fused, HeadGrad, Metrics, Predictions, Score
 from feddiff.protocol.messages import Committed, Commit, Done, Hello, Job, Ready, Samples
 from feddiff.runtime import Incoming, Node, Route
+from feddiff.runtime.node import serve
 from feddiff.state.layout import label_holder_store
 from feddiff.state.snapshot import Committed as CommittedState
 
@@ -65,9 +63,8 @@ class LabelHolderApp:
             self.committed.mark(int(doc["round"]))
         self.node: Node
 
-    def attach(self, node: Node) -> Node:
+    def attach(self, node: Node) -> None:
         self.node = node
-        return node
 
     def persisted_seq(self) -> int:
         return 0
@@ -128,12 +125,4 @@ class LabelHolderApp:
 def main(args: argparse.Namespace) -> int:
     from crypto.chain import party_security
 
-    cfg = load_config(args.config)
-    check_federable(cfg.model, args.config)
-    state_dir = Path(args.state_dir) if args.state_dir else Path(cfg.resolve(cfg.federation.state_dir)) / args.id
-    state_dir.mkdir(parents=True, exist_ok=True)
-    configure_logging(getattr(args, "verbose", False), str(state_dir / "edge.log.jsonl"), name=args.id)
-    app = LabelHolderApp(cfg, args.id, state_dir)
-    node = app.attach(Node(cfg, args.id, app, party_security(cfg, args.id, state_dir)))
-    signal.signal(signal.SIGTERM, lambda *_: node.stop_event.set())
-    return node.run()
+    return serve(args, lambda cfg, state_dir: LabelHolderApp(cfg, args.id, state_dir), party_security)

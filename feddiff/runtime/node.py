@@ -10,13 +10,18 @@ runs and forgotten if the handler fails, so a party that could not join answers 
 
 from __future__ import annotations
 
+import argparse
 import logging
+import signal
 import threading
 import time
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any, Callable, Optional, Protocol
 
-from feddiff.config import Config
+from feddiff.config import Config, load_config
+from feddiff.logs import configure_logging
+from feddiff.model.ensemble import check_federable
 from feddiff.protocol import jobs, topics
 from feddiff.protocol.endpoint import fresh_seq, open_channel
 from feddiff.protocol.message import EnvelopeError
@@ -49,13 +54,31 @@ class Route:
 
 
 class App(Protocol):
-    """What a party brings to the node: its hello, its handlers, and where its sequence resumes."""
+    """What a party brings to the node: its hello, its handlers, and where its sequence resumes;
+    ``attach`` hands it the node it sends through."""
+
+    def attach(self, node: "Node") -> None: ...
 
     def hello(self, fresh: bool) -> Hello: ...
 
     def routes(self) -> dict[str, Route]: ...
 
     def persisted_seq(self) -> int: ...
+
+
+def serve(args: argparse.Namespace, build: Callable[[Config, Path], App], security: Callable[[Config, str, Path], dict]) -> int:
+    """A party's process: config, state folder, logging, then the node loop until DONE or SIGTERM.
+    ``security`` is ``crypto.chain.party_security`` (passed in: the core never imports crypto)."""
+    cfg = load_config(args.config)
+    check_federable(cfg.model, args.config)
+    state_dir = Path(args.state_dir) if args.state_dir else Path(cfg.resolve(cfg.federation.state_dir)) / args.id
+    state_dir.mkdir(parents=True, exist_ok=True)
+    configure_logging(getattr(args, "verbose", False), str(state_dir / "edge.log.jsonl"), name=args.id)
+    app = build(cfg, state_dir)
+    node = Node(cfg, args.id, app, security(cfg, args.id, state_dir))
+    app.attach(node)
+    signal.signal(signal.SIGTERM, lambda *_: node.stop_event.set())
+    return node.run()
 
 
 class Node:
