@@ -16,7 +16,7 @@ import numpy as np
 import torch
 
 from feddiff.config import Config
-from feddiff.model.train import cosine_lr, epoch_plan, epoch_rng, set_lr
+from feddiff.model.train import epoch_plan, epoch_rng
 from feddiff.protocol import jobs
 from feddiff.protocol.messages import Commit, Committed, Hello, Job, Ready, Samples
 
@@ -75,8 +75,7 @@ class Rounds:
 
     def train_round(self, rnd: int) -> dict:
         t = self.cfg.train
-        if getattr(self.fusion, "optimizer", None) is not None:
-            set_lr(self.fusion.optimizer, cosine_lr(t.lr, rnd, t.epochs))
+        self.fusion.begin_round(rnd)
         train = self.labels.train
         plan = epoch_plan(len(train), t.batch_size, epoch_rng(t.seed, rnd), t.augment)
         sums = {"total": 0.0, "ce": 0.0, "mse": 0.0, "l2": 0.0}

@@ -92,10 +92,7 @@ class StationApp:
 
     def on_job(self, msg: Incoming) -> None:
         job: Job = msg.payload
-        if job.public_ctx is not None and getattr(self.station.uplink, "public_ctx", 0) is None:
-            from crypto.he import load_public
-
-            self.station.uplink.public_ctx = load_public(job.public_ctx)
+        self.station.uplink.join(job)
         if not self.station.ready:
             if job.train is None:
                 raise ValueError("JOB without training samples: cannot pretrain")

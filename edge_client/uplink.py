@@ -17,7 +17,7 @@ import torch
 from feddiff.config import Config
 from feddiff.model.comm import Packed
 from feddiff.protocol.label_messages import Encrypted
-from feddiff.protocol.messages import Commit, Features, Payload, Weights
+from feddiff.protocol.messages import Commit, Features, Job, Payload, Weights
 
 Params = dict[str, dict[str, np.ndarray]]
 
@@ -38,6 +38,9 @@ class PlainUplink:
 
     def __init__(self) -> None:
         self.modules: dict[str, dict[str, torch.nn.Module]] = {}
+
+    def join(self, job: Job) -> None:
+        """Nothing to take from the JOB: plain codes need no key."""
 
     def features(self, parts: dict[str, Part], n: int) -> tuple[Payload, dict[str, torch.Tensor]]:
         return Features({m: p.packed for m, p in parts.items()}), {m: p.codes for m, p in parts.items()}
@@ -67,6 +70,13 @@ class HeUplink:
             with torch.random.fork_rng():
                 torch.manual_seed(branch_seed(cfg.train.seed, m) + 1)
                 self.modules[m] = {"he_proj": torch.nn.Linear(d, self.dim)}
+
+    def join(self, job: Job) -> None:
+        """The label holder's public CKKS context comes with the JOB (once is enough)."""
+        if self.public_ctx is None and job.public_ctx is not None:
+            from crypto.he import load_public
+
+            self.public_ctx = load_public(job.public_ctx)
 
     def features(self, parts: dict[str, Part], n: int) -> tuple[Payload, dict[str, torch.Tensor]]:
         from crypto.he import encrypt_batch

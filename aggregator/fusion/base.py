@@ -1,11 +1,12 @@
 """The interface the round loop knows: a fusion strategy trains, predicts and scores.
 
-``steps`` runs one round's training steps and yields (batch indices, loss parts, correct) per
-step; ``predict`` classifies pixels; ``score`` turns test predictions into metrics (only a label
-holder can); ``state``/``mark``/``restore`` give the round loop what to commit and roll back.
-Implementations: ``local`` (the aggregator holds the labels), ``station_labels`` (a station
-does), ``he`` (a third party with the CKKS secret key does). To add one: implement this
-protocol and select it in ``aggregator.fusion.make_fusion``.
+``begin_round`` sets the round's learning rate (where the head lives here); ``steps`` runs one
+round's training steps and yields (batch indices, loss parts, correct) per step; ``predict``
+classifies pixels; ``score`` turns test predictions into metrics (only a label holder can);
+``state``/``mark``/``restore`` give the round loop what to commit and roll back.
+Implementations: ``LocalLabels`` and ``StationLabels`` (``local``: labels at the aggregator or
+at a station) and ``HeThirdParty`` (``he``: a third party with the CKKS secret key). To add
+one: implement this protocol and select it in ``aggregator.fusion.make_fusion``.
 """
 
 from __future__ import annotations
@@ -30,6 +31,8 @@ class Fusion(Protocol):
     def build(self, num_classes: int, stored: Optional[tuple[dict, dict]]) -> None: ...
 
     def on_holder_hello(self, hello: Hello) -> None: ...
+
+    def begin_round(self, rnd: int) -> None: ...
 
     def steps(self, rnd: int, plan: list, train: PixelSet) -> Iterator[Step]: ...
 

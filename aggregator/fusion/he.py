@@ -53,6 +53,9 @@ class HeThirdParty:
     def build(self, num_classes: int, stored: Optional[tuple[dict, dict]]) -> None:
         pass  # the head lives with the label holder
 
+    def begin_round(self, rnd: int) -> None:
+        pass  # so does its learning rate schedule
+
     def on_holder_hello(self, hello: Hello) -> None:
         """The label holder's public CKKS context: stations encrypt with it, we add under it."""
         if self.context is None and hello.public_ctx is not None:
