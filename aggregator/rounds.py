@@ -141,9 +141,9 @@ class Rounds:
                 self.fusion.restore()
                 retries += 1
                 msg = f"round {rnd} attempt {self.state.attempt} failed ({exc}); rolling back to committed round {rnd - 1}"
+                link.status.update(last_error=msg, retries=retries)  # first: whoever reads the log line finds it in status
                 log.warning(msg, extra={"event": "round_failed", "round": rnd, "reason": exc.reason, "clients": exc.clients})
                 link.observers.emit("round_failed", round=rnd, reason=exc.reason, parties=exc.clients)
-                link.status.update(last_error=msg, retries=retries)
                 if exc.reason == "restarted":
                     if set(link.clients) - set(link.hellos):
                         link.await_parties(set(link.clients) - set(link.hellos))
