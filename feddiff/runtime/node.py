@@ -66,16 +66,18 @@ class App(Protocol):
     def persisted_seq(self) -> int: ...
 
 
-def serve(args: argparse.Namespace, build: Callable[[Config, Path], App], security: Callable[[Config, str, Path], dict]) -> int:
+def serve(args: argparse.Namespace, build: Callable[[Config, Path], App], security: Callable[[Config, str, Path], dict],
+          observers: Optional[Observers] = None) -> int:
     """A party's process: config, state folder, logging, then the node loop until DONE or SIGTERM.
-    ``security`` is ``crypto.chain.party_security`` (passed in: the core never imports crypto)."""
+    ``security`` is ``crypto.chain.party_security`` (passed in: the core never imports crypto);
+    ``observers`` is where a monitoring server subscribes (``feddiff.runtime.observe``)."""
     cfg = load_config(args.config)
     check_federable(cfg.model, args.config)
     state_dir = Path(args.state_dir) if args.state_dir else Path(cfg.resolve(cfg.federation.state_dir)) / args.id
     state_dir.mkdir(parents=True, exist_ok=True)
     configure_logging(getattr(args, "verbose", False), str(state_dir / "edge.log.jsonl"), name=args.id)
     app = build(cfg, state_dir)
-    node = Node(cfg, args.id, app, security(cfg, args.id, state_dir))
+    node = Node(cfg, args.id, app, security(cfg, args.id, state_dir), observers)
     app.attach(node)
     signal.signal(signal.SIGTERM, lambda *_: node.stop_event.set())
     return node.run()
