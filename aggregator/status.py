@@ -14,8 +14,7 @@ from typing import Any
 
 from feddiff.config import load_config
 from feddiff.errors import FedDiffError
-
-from aggregator.state import write_json_atomic
+from feddiff.state.atomic import write_json_atomic
 
 
 class StatusBoard:

@@ -28,7 +28,8 @@ sys.path.insert(0, str(ROOT))
 from feddiff.config import Config, config_to_dict  # noqa: E402
 from feddiff.data.scene import Scene  # noqa: E402
 from feddiff.metrics import classification_metrics  # noqa: E402
-from feddiff.model.checkpoint import atomic_torch_save  # noqa: E402
+from feddiff.state.atomic import atomic_torch_save  # noqa: E402
+from feddiff.state.layout import PRETRAINED, station_store  # noqa: E402
 from feddiff.model.net import FedDiffNet  # noqa: E402
 from feddiff.data.sources import pixel_sets, sources  # noqa: E402
 from feddiff.model.ensemble import build_net  # noqa: E402
@@ -150,7 +151,7 @@ def federated_job(cfg: Config, pre: dict, work: Path, security: str = "none", la
     job.write_text(yaml.safe_dump(data, sort_keys=False))
     for s in stations:  # stage 1 already done (local, no traffic): hand each station its own part
         spec = fed["clients"][s]["modalities"]
-        atomic_torch_save({"stats": {m: pre["stats"][m] for m in spec}, "unet": {m: pre["unet"][m] for m in spec}}, work / "state" / s / "pretrained.pt")
+        station_store(work / "state" / s).save_doc(PRETRAINED, {"stats": {m: pre["stats"][m] for m in spec}, "unet": {m: pre["unet"][m] for m in spec}})
     parties = stations + ([label_holder] if label_holder not in ("aggregator", *stations) else [])
     t = time.perf_counter()
     procs = [subprocess.Popen([sys.executable, "-m", "feddiff_app.cli", "aggregator", "--config", str(job)], stdout=open(work / "aggregator.log", "wb"), stderr=subprocess.STDOUT)]
@@ -169,7 +170,7 @@ def federated_job(cfg: Config, pre: dict, work: Path, security: str = "none", la
     report = json.loads((work / "state" / "aggregator" / "report.json").read_text())
     per_station = {}
     for s in stations:
-        st = json.loads((work / "state" / s / "station.json").read_text())
+        st = station_store(work / "state" / s).meta
         hist = st.get("bytes_by_round", {})
         rs = sorted(int(k) for k in hist)
         deltas = [[hist[str(b)][i] - hist[str(a)][i] for i in (0, 1)] for a, b in zip(rs, rs[1:])]

@@ -1,5 +1,6 @@
 """How a role plugs sealing into its channel: the filters and the broker credentials of a
-provisioned party. The core never imports this; the roles call it when security is on."""
+provisioned party. The core never imports this; every role (station, label holder, aggregator)
+calls ``party_security`` once when it opens its channel."""
 
 from __future__ import annotations
 
@@ -34,7 +35,8 @@ def credentials(cfg: Config, party: str) -> dict:
 
 def party_security(cfg: Config, party: str, state_dir: Path) -> dict:
     """Keyword arguments for ``open_channel``: seal filters when the job is sealed, and the
-    party's broker credentials and TLS files when keys are provisioned."""
+    party's broker credentials and TLS files when keys are provisioned; nothing for a
+    plaintext job without keys."""
     out: dict = {}
     if cfg.federation.security != "none":
         out["seal_filters"] = seal_filters(cfg, party, state_dir)

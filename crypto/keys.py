@@ -149,8 +149,11 @@ def read_json(path: Path) -> dict[str, Any]:
 
 
 def canonical_json(obj: Any) -> bytes:
-    """One byte string per value: what gets signed must not depend on dict order or spacing."""
-    return json.dumps(obj, sort_keys=True, separators=(",", ":"), ensure_ascii=True, allow_nan=False).encode()
+    """One byte string per value: what gets signed must not depend on dict order or spacing
+    (the envelope's definition, so key files and headers are signed the same way)."""
+    from feddiff.protocol.envelope import canonical_json as canonical
+
+    return canonical(obj)
 
 
 # ----------------------------------------------------------------------------- key (de)serialisation

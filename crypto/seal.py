@@ -69,15 +69,14 @@ class Route:
 
 
 def parse_topic(topic: str) -> Optional[Route]:
-    """Parse feddiff/<job>/up|down|presence/<client> or feddiff/<job>/ctl; None otherwise."""
-    if not isinstance(topic, str):
+    """Parse feddiff/<job>/up|down|presence/<client> or feddiff/<job>/ctl (``topics.parse_topic``); None otherwise."""
+    from feddiff.protocol.topics import parse_topic as parse
+
+    try:
+        job, kind, client = parse(topic)
+    except ValueError:
         return None
-    parts = topic.split("/")
-    if len(parts) == 3 and parts[0] == "feddiff" and parts[2] == "ctl" and parts[1]:
-        return Route(parts[1], "ctl")
-    if len(parts) == 4 and parts[0] == "feddiff" and parts[2] in ("up", "down", "presence") and parts[1] and parts[3]:
-        return Route(parts[1], parts[2], parts[3])
-    return None
+    return Route(job, kind, client or "")
 
 
 def _lp(b: bytes) -> bytes:

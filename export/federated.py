@@ -1,97 +1,39 @@
 """After a federated job: assemble the parties' halves into one FedDiffNet and ship it as ONNX.
 
-No party ever held the whole model during training -- each station kept its denoiser and branch,
-the aggregator its head. On the demo machine all their state directories are local, so the
-deployable classifier is assembled here from exactly what each party saved:
-
-* ``<state_dir>/<station>/pretrained.pt``: ``{'stats': {m: stats dict}, 'unet': {m: state_dict}}``
-* ``<state_dir>/<station>/round_<r>.pt``: ``{'branches': {m: trainable state dict}}`` (highest r)
-* ``<state_dir>/aggregator/aggregator_state.pt``: ``{'head': head state_dict, ...}``
+On the demo machine every party's state directory is local, so the deployable classifier is
+assembled here from what each party committed, read through ``feddiff.state.federated``.
 """
 
 from __future__ import annotations
 
-import json
 import logging
 from pathlib import Path
 
-import torch
-
 from feddiff.config import Config
 from feddiff.errors import FedDiffError
+from feddiff.state.federated import aggregator_head, station_parts
 
 log = logging.getLogger("feddiff.export.federated")
 
 
-def _numpy_scalar_globals() -> list:
-    """Numpy scalar types that some saved optimiser states hold (e.g. a numpy float learning
-    rate); allowing exactly these keeps ``weights_only=True`` (no arbitrary pickled code)."""
-    import numpy as np
-
-    core = getattr(np, "_core", None) or np.core
-    return [core.multiarray.scalar, np.dtype, *(type(np.dtype(t)) for t in ("float64", "float32", "int64"))]
-
-
-def _load(path: Path) -> dict:
-    try:
-        with torch.serialization.safe_globals(_numpy_scalar_globals()):
-            return torch.load(path, map_location="cpu", weights_only=True)
-    except FileNotFoundError:
-        raise FedDiffError(f"{path}: not found (did the federated job finish?)") from None
-    except Exception as exc:  # torch raises many types for a bad file
-        raise FedDiffError(f"{path}: unreadable ({type(exc).__name__})") from None
-
-
-def latest_round(station_dir: Path) -> Path:
-    """The round the station committed (station.json), else the highest round file: a station
-    writes round_<r>.pt just before committing r, so a crash can leave one uncommitted file."""
-    meta = station_dir / "station.json"
-    if meta.exists():
-        try:
-            committed = int(json.loads(meta.read_text()).get("committed_round", -1))
-        except (ValueError, OSError):
-            committed = None
-        if committed is not None and (station_dir / f"round_{committed}.pt").exists():
-            return station_dir / f"round_{committed}.pt"
-    rounds = []
-    for p in station_dir.glob("round_*.pt"):
-        try:
-            rounds.append((int(p.stem.split("_", 1)[1]), p))
-        except ValueError:
-            continue
-    if not rounds:
-        raise FedDiffError(f"{station_dir}: no round_<r>.pt (the station never committed a round)")
-    return max(rounds)[1]
-
-
 def assemble(cfg: Config, state_dir: Path):
-    """(net, stats, class_names) from the parties' saved state."""
+    """(net, stats, class_names) from the parties' committed state."""
     from feddiff.data.loader import load_labels
     from feddiff.data.normalise import BandStats
     from feddiff.model.net import FedDiffNet
 
-    unets: dict[str, dict] = {}
-    branches: dict[str, dict] = {}
-    stats: dict[str, BandStats] = {}
+    parts = {}
     for station, spec in cfg.federation.clients.items():
-        sdir = state_dir / station
-        pre = _load(sdir / "pretrained.pt")
-        rnd_path = latest_round(sdir)
-        rnd = _load(rnd_path)
-        log.info("station %s: %s", station, rnd_path.name)
-        for m in spec.modalities:
-            stats[m] = BandStats.from_dict(pre["stats"][m])
-            unets[m] = pre["unet"][m]
-            # he_proj.* exists only in HE jobs: a projection used for encryption, not part of the model.
-            branches[m] = {k: v for k, v in rnd["branches"][m].items() if not k.startswith("he_proj.")}
-    head = _load(state_dir / "aggregator" / "aggregator_state.pt")["head"]
+        parts.update(station_parts(Path(state_dir) / station, list(spec.modalities)))
+    head = aggregator_head(Path(state_dir) / "aggregator")
+    stats = {m: BandStats.from_dict(p.stats) for m, p in parts.items()}
     class_names = list(load_labels(cfg)[2])
     bands = {m: int(len(s.mean)) for m, s in stats.items()}
     net = FedDiffNet(bands, len(class_names), cfg.model, cfg.train.seed)
     for m in bands:
         b = net.branches[m]
-        b.unet.load_state_dict(unets[m])
-        missing, unexpected = b.load_state_dict(branches[m], strict=False)
+        b.unet.load_state_dict(parts[m].unet)
+        missing, unexpected = b.load_state_dict(parts[m].branch, strict=False)
         bad = [k for k in missing if not k.startswith(("unet.", "features."))]
         if bad or unexpected:
             raise FedDiffError(f"station state for {m} does not fit the model (missing {bad[:3]}, unexpected {list(unexpected)[:3]})")

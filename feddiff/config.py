@@ -117,7 +117,10 @@ class ModelSpec:
     # Stage-2 ensemble (model.ensemble): K classifiers over the same frozen denoisers and one
     # feature pass, probabilities averaged. 1 = FedDiff as published; federation trains one.
     members: int = field(default=1, metadata=_rng(1, 16))
-    fusion: str = field(default="interaction", metadata=_rng(choices=("interaction", "additive")))
+    # Which fusion the federated job trains: "interaction" (the FR-stream head, at the aggregator)
+    # or "additive" (the summed-ciphertext head of HE mode, at a third-party label holder);
+    # "auto" picks additive exactly when federation.security is he.
+    fusion: str = field(default="auto", metadata=_rng(choices=("auto", "interaction", "additive")))
     he_dim: int = field(default=32, metadata=_rng(1, 4096))  # width of the encrypted sum in HE mode
     comm: CommSpec = field(default_factory=CommSpec)
 
@@ -343,6 +346,12 @@ def _check_semantics(cfg: Config, check_files: bool = True) -> None:
         raise ConfigError(f"{src}: model.feature_timesteps: expected at least one timestep")
     if cfg.model.schedule.beta_start >= cfg.model.schedule.beta_end:
         raise ConfigError(f"{src}: model.schedule.beta_start: expected a value below beta_end")
+    fed = cfg.federation
+    if fed.security == "he" and fed.label_holder in ("aggregator", *fed.clients):
+        raise ConfigError(f"{src}: federation.security 'he' needs a third-party label_holder (not the aggregator or a station)")
+    if cfg.model.fusion != "auto" and (cfg.model.fusion == "additive") != (fed.security == "he"):
+        raise ConfigError(f"{src}: model.fusion: {cfg.model.fusion!r} does not fit federation.security {fed.security!r} "
+                          "(additive is the HE mode's fusion; use auto)")
     for name, client in cfg.federation.clients.items():
         if not client.modalities:
             raise ConfigError(f"{src}: federation.clients.{name}.modalities: expected at least one modality")

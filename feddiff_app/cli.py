@@ -38,7 +38,18 @@ def cmd_train(args: argparse.Namespace) -> int:
 
 
 def cmd_edge(args: argparse.Namespace) -> int:
+    from feddiff.config import load_config
+
+    fed = load_config(args.config).federation
+    if args.id == fed.label_holder and args.id not in fed.clients:
+        return cmd_labels(args)  # the HE third-party label holder is its own role
     from edge_client.agent import main
+
+    return main(args)
+
+
+def cmd_labels(args: argparse.Namespace) -> int:
+    from label_holder.holder import main
 
     return main(args)
 
@@ -109,6 +120,11 @@ def build_parser() -> argparse.ArgumentParser:
     sp.add_argument("--id", required=True, help="this station's client id (a key of federation.clients)")
     sp.add_argument("--state-dir", default=None, help="where this station keeps its resumable state")
 
+    sp = add("labels", cmd_labels, "run the third-party label holder of an HE job (holds the CKKS secret key)")
+    sp.add_argument("--config", required=True, help="job YAML (scene + federation)")
+    sp.add_argument("--id", required=True, help="the label holder's id (federation.label_holder)")
+    sp.add_argument("--state-dir", default=None, help="where the label holder keeps its resumable state")
+
     sp = add("aggregator", cmd_aggregator, "run the aggregator daemon until stopped")
     sp.add_argument("--config", required=True)
     sp.add_argument("--state-dir", default=None)
@@ -154,7 +170,7 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     except ModuleNotFoundError as exc:
         name = exc.name or ""
-        if name.split(".")[0] in {"edge_client", "aggregator", "crypto", "export"} or name.startswith("feddiff."):
+        if name.split(".")[0] in {"edge_client", "aggregator", "label_holder", "crypto", "export"} or name.startswith("feddiff."):
             print(f"feddiff {args.command}: error: not available yet ({name} is not built)", file=sys.stderr)
             return 2
         raise

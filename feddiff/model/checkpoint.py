@@ -7,11 +7,7 @@ at a base station without the exact band statistics it was trained with.
 from __future__ import annotations
 
 import dataclasses
-import io
-import os
-import tempfile
 from pathlib import Path
-from typing import Any
 
 import torch
 
@@ -21,29 +17,7 @@ from feddiff.data.normalise import BandStats
 from feddiff.errors import FedDiffError
 from feddiff.model.ensemble import EnsembleNet, build_net
 from feddiff.model.net import FedDiffNet
-
-
-def atomic_torch_save(obj: Any, path: Path) -> None:
-    """Write to a temp file in the same folder, fsync, then rename: a crash or a full disk
-    leaves the previous file intact."""
-    path = Path(path)
-    buf = io.BytesIO()
-    torch.save(obj, buf)  # serialise first: torch reports a short write as an opaque RuntimeError
-    tmp = None
-    try:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
-        with os.fdopen(fd, "wb") as fh:
-            fh.write(buf.getbuffer())
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.replace(tmp, path)
-    except BaseException as exc:
-        if tmp is not None:
-            Path(tmp).unlink(missing_ok=True)
-        if isinstance(exc, OSError):  # full disk, file-size limit, read-only or missing folder
-            raise FedDiffError(f"{path}: cannot write ({exc.strerror or exc}); the previous file is unchanged") from None
-        raise
+from feddiff.state.atomic import atomic_torch_save  # noqa: F401 - re-exported for callers of this module
 
 
 def save_checkpoint(

@@ -41,6 +41,7 @@ def raw_bytes(batch: int, dim: int) -> int:
 
 
 def quantise(codes: torch.Tensor, bits: int) -> Packed:
+    """The wire form of ``codes``: symmetric per-sample integer quantisation (identity at 32 bits)."""
     if bits == 32:
         return Packed(codes.float(), torch.ones(codes.shape[0]))
     qmax = 2 ** (bits - 1) - 1
@@ -49,8 +50,25 @@ def quantise(codes: torch.Tensor, bits: int) -> Packed:
     return Packed(q.to(torch.int8 if bits == 8 else torch.int16), scale.float())
 
 
+def dequantise_codes(codes: torch.Tensor, scale: torch.Tensor) -> torch.Tensor:
+    """What the receiver computes from the wire form; written on tensors so ONNX graphs use it too."""
+    return codes.float() * scale[:, None]
+
+
 def dequantise(packed: Packed) -> torch.Tensor:
-    return packed.codes.float() * packed.scale[:, None]
+    return dequantise_codes(packed.codes, packed.scale)
+
+
+def straight_through(codes: torch.Tensor, bits: int) -> tuple[torch.Tensor, Packed]:
+    """(the dequantised codes with the gradient of ``codes``, the wire form): the forward value is
+    exactly what the receiver reconstructs, the backward pass skips the rounding."""
+    packed = quantise(codes.detach(), bits)
+    return codes + (dequantise(packed) - codes).detach(), packed
+
+
+def wire_bits(encoder: "LowRankEncoder | None") -> int:
+    """Bits per code on the wire: raw float32 features when the comm module is off."""
+    return encoder.bits if encoder is not None else 32
 
 
 class LowRankEncoder(nn.Module):
@@ -70,9 +88,7 @@ class LowRankEncoder(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """Projected and quantised codes, with a straight-through gradient to the projection."""
-        codes = self.project(x)
-        q = dequantise(quantise(codes.detach(), self.bits))
-        return codes + (q - codes).detach()
+        return straight_through(self.project(x), self.bits)[0]
 
 
 class LowRankDecoder(nn.Module):

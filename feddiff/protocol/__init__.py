@@ -8,7 +8,10 @@
   chunking   ChunkFilter
   channel    Channel: numbered messages through the chain over a transport
   endpoint   opening a party's channel from the job config
-  jobs       what the messages of a job mean
+  jobs       the message kinds' names and pixel ownership
+  messages   one dataclass per job message kind (label_messages: label holder and HE kinds)
+  payload    checked reads of a payload's arrays (what a bad one is)
+  exchange   reply matching, early buffer and pipelining, both sides
 
 See docs/protocol.md.
 """

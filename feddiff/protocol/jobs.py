@@ -1,18 +1,10 @@
-"""What the messages of a federated FedDiff job mean: content types and who owns which pixel.
+"""The names of a federated job's message kinds, and who owns which pixel.
 
-Both roles read this module; neither imports the other. A job is driven by the aggregator:
-
-  edge -> agg   HELLO      {client, modalities, bands, shape, committed_round}
-  agg -> edge   JOB        {round, attempt} + train_rows, train_cols (the shared grid's samples)
-  edge -> agg   READY      {round, attempt}          (after local pretraining, rolled back to round)
-  agg -> edge   FORWARD    {round, step, attempt, train} + rows, cols[, dihedral]
-  edge -> agg   FEATURES   {round, step, attempt} + codes_<m>, scale_<m> per modality
-  agg -> edge   BACKWARD   {round, step, attempt} + grad_<m>
-  agg -> edge   GET_WEIGHTS {round, attempt}         (horizontal mode)
-  edge -> agg   WEIGHTS    {round, attempt, samples} + w_<m>/<param>
-  agg -> edge   COMMIT     {round, attempt}[+ averaged w_<m>/<param>]
-  edge -> agg   COMMITTED  {round, attempt}
-  agg -> all    DONE       {}                        (broadcast)
+Both sides read this module; neither imports the other. The payload of each kind is one
+dataclass in ``messages`` (job kinds) or ``label_messages`` (label holder and HE kinds); the
+table of kinds, senders and contents is in docs/architecture.md. A job is driven by the
+aggregator: HELLO, then per round JOB -> READY, FORWARD -> FEATURES and BACKWARD per step,
+GET_WEIGHTS -> WEIGHTS (horizontal mode), COMMIT -> COMMITTED; DONE at the end.
 
 Any failure inside a round (timeout, a client that restarted) makes every party roll back to the
 last committed round and the round is run again, so no step is ever applied twice.
@@ -35,14 +27,9 @@ WEIGHTS = "weights"
 COMMIT = "commit"
 COMMITTED = "committed"
 DONE = "done"
-# HE mode (a third-party label holder holds the only CKKS secret key):
-#   labels -> agg   HELLO  + train_rows/cols, test_rows/cols, ctx (public CKKS context)
-#   agg -> labels   FUSED  {round, step, attempt, train} + sum of the stations' ciphertexts, idx
-#   labels -> agg   HEAD_GRAD (train) grad_z | PREDICTIONS (eval) pred
-#   agg -> labels   SCORE + pred (the test set)  ->  labels -> agg  METRICS {oa, aa, kappa, ...}
-# A station as label holder (plaintext/signed modes): the aggregator keeps the head and the
-# label-free loss terms and asks the holder only for the cross-entropy gradient:
-#   agg -> holder  LOGITS {round, step, attempt} + logits, idx  ->  holder -> agg  CE_GRAD + grad_logits
+# A label holder that is not the aggregator: a station (LOGITS -> CE_GRAD) or, in HE mode, a
+# third party with the only CKKS secret key (FUSED -> HEAD_GRAD | PREDICTIONS); either scores
+# the test predictions (SCORE -> METRICS).
 LOGITS = "logits"
 CE_GRAD = "ce_grad"
 FUSED = "fused"

@@ -59,7 +59,7 @@ def test_checkpoint_on_a_full_disk_keeps_the_previous_one(tmp_path, full_disk):
 
 @needs_dev_full
 def test_status_and_report_on_a_full_disk_keep_the_previous_file(tmp_path, full_disk):
-    from aggregator.state import write_json_atomic
+    from feddiff.state.atomic import write_json_atomic
 
     path = tmp_path / "status.json"
     path.write_text('{"round": 7}')

@@ -23,7 +23,8 @@ import psutil
 import pytest
 import torch
 
-from tests.chaos.jobkit import DroppingProxy, assert_ledger_exact
+from tests.chaos.jobkit import assert_ledger_exact
+from tests.chaos.proxy import DroppingProxy
 
 pytestmark = pytest.mark.chaos
 

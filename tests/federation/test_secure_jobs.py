@@ -213,7 +213,11 @@ def test_he_horizontal_job_averages_branch_weights_under_ckks(tmp_path):
     sent = {s: shares[s] * total / n[s] for s in shares}  # each station's own weights
     assert not np.allclose(sent["hsi_a"], sent["hsi_b"], atol=1e-3)  # they trained on different pixels
     fedavg = unflatten(sum(sent[s] * n[s] / total for s in sent), layout)
-    committed = {s: torch.load(tmp_path / "state" / s / f"round_{rnd}.pt", weights_only=True)["branches"]["hsi"] for s in shares}
+    def committed_state(s: str) -> dict:
+        doc = torch.load(tmp_path / "state" / s / f"round_{rnd}.pt", weights_only=True)
+        return {**doc["branches"]["hsi"], **{k: v for k, v in doc["uplink"]["hsi"].items()}}
+
+    committed = {s: committed_state(s) for s in shares}
     for k, want in fedavg.items():
         a, b = committed["hsi_a"][k].numpy(), committed["hsi_b"][k].numpy()
         np.testing.assert_array_equal(a, b)
@@ -224,19 +228,17 @@ def test_he_fused_sum_with_regions_holds_one_contribution_per_sample(tmp_path):
     """Two hsi stations with regions and one lidar station, HE mode: with the aggregator's
     ``own_<m>`` masks the ciphertext sum is, for every sample, the owning hsi station's part
     plus the lidar part (each computed on its own), never both hsi stations' parts."""
-    from types import SimpleNamespace
 
     import numpy as np
 
-    from aggregator.coordinator import Coordinator
+    from aggregator.fusion.he import own_masks
+    from aggregator.fusion.plain import ownership
     from crypto import he
     from crypto.he_groups import provision_group
     from crypto.provision import init_job, issue
     from edge_client.station import Station
     from feddiff.config import load_config
     from feddiff.data.loader import load_scene
-    from feddiff.protocol.arrays import arrays_to_blobs
-
     stations = {"hsi_a": {"modalities": ["hsi"], "region": [0, 20, 0, 48]}, "hsi_b": {"modalities": ["hsi"], "region": [20, 40, 0, 48]},
                 "lidar_station": {"modalities": ["lidar"]}}
     keys = tmp_path / "keys"
@@ -257,22 +259,21 @@ def test_he_fused_sum_with_regions_holds_one_contribution_per_sample(tmp_path):
     for name, spec in stations.items():
         st[name] = Station(cfg, name, load_scene(cfg, modalities=spec["modalities"], with_labels=False), tmp_path / name)
         st[name].prepare(grid_r, grid_c, False)
-        st[name].public_ctx = public
+        st[name].uplink.public_ctx = public
     rng = np.random.default_rng(0)
     rows, cols = rng.integers(0, 40, 24), rng.integers(0, 48, 24)
-    own = Coordinator._ownership(SimpleNamespace(modalities=["hsi", "lidar"], clients=cfg.federation.clients), rows, cols)
+    own = own_masks(cfg.federation.clients, ownership(cfg.federation.clients, ["hsi", "lidar"], rows, cols), rows.size)
     assert set(own) == {"hsi_a", "hsi_b"}  # lidar answers for the whole batch: no mask sent
     dim = cfg.model.he_dim
     summed = None
     for name, s in st.items():
-        masks = {m[len("own_"):]: v for m, v in own.get(name, {}).items()}
-        cts = arrays_to_blobs(s.forward((0, 0, 0), rows, cols, None, False, masks or None), "ct")
+        cts = s.forward((0, 0, 0), rows, cols, None, False, own.get(name)).cts
         summed = cts if summed is None else he.add_ciphertexts(public, summed, cts)
     fused = he.decrypt_batch(secret, summed, (rows.size, dim))
 
     def alone(name: str, sel: np.ndarray) -> np.ndarray:
         out = st[name].forward((0, 0, 0), rows[sel], cols[sel], None, False)
-        return he.decrypt_batch(secret, arrays_to_blobs(out, "ct"), (int(sel.sum()), dim))
+        return he.decrypt_batch(secret, out.cts, (int(sel.sum()), dim))
 
     in_a = rows < 20
     assert 0 < in_a.sum() < rows.size

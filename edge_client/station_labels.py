@@ -1,0 +1,51 @@
+"""A station that holds the labels (plaintext and signed jobs): two more handlers on its node.
+
+The aggregator keeps the head and the label-free loss terms; it sends the logits of each step
+and gets back only d cross-entropy / d logits, so the labels never leave the station. The test
+predictions are scored here for the same reason.
+"""
+
+from __future__ import annotations
+
+from typing import Callable
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from feddiff.data.patches import labelled_pixels
+from feddiff.data.scene import Scene
+from feddiff.metrics import classification_metrics
+from feddiff.protocol import jobs
+from feddiff.protocol.label_messages import CeGrad, Logits, Metrics, Score
+from feddiff.protocol.messages import Samples
+from feddiff.runtime import Incoming, Route
+
+
+class StationLabels:
+    def __init__(self, scene: Scene) -> None:
+        self.scene = scene
+        self.train = labelled_pixels(scene.train_labels)
+        self.test = labelled_pixels(scene.test_labels)
+
+    def samples(self) -> tuple[Samples, Samples]:
+        """The pixels that are samples (never their labels), for the aggregator's batches."""
+        return Samples(self.train[0], self.train[1]), Samples(self.test[0], self.test[1])
+
+    def routes(self, send: Callable[..., None]) -> dict[str, Route]:
+        self.send = send
+        return {jobs.LOGITS: Route(Logits, self.on_logits), jobs.SCORE: Route(Score, self.on_score)}
+
+    def on_logits(self, msg: Incoming) -> None:
+        """Cross-entropy and its gradient w.r.t. the logits."""
+        p: Logits = msg.payload
+        logits = torch.from_numpy(p.logits).float().requires_grad_(True)
+        y = torch.from_numpy(self.train[2][p.idx]).long()
+        ce = F.cross_entropy(logits, y)
+        ce.backward()
+        correct = int((logits.argmax(1) == y).sum())
+        self.send(CeGrad(logits.grad.numpy(), ce.item(), correct), round=msg.round, step=msg.step)
+
+    def on_score(self, msg: Incoming) -> None:
+        pred = np.asarray(msg.payload.pred)
+        self.send(Metrics(classification_metrics(self.test[2], pred, self.scene.num_classes)), round=msg.round)
