@@ -16,7 +16,7 @@ from feddiff.data.scene import GeoRef
 from feddiff.errors import DataError, FedDiffError
 
 TILE = 256  # GeoTIFF tile edge; strips taller than a tile are cut on tile rows
-GDAL_CACHE_MB = 64  # partially written output tiles and input blocks wait here, bounded
+GDAL_CACHE_MB = 64  # partially written output tiles wait here (inputs add one row of their blocks)
 
 
 class MapWriter:

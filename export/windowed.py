@@ -195,7 +195,9 @@ def classify_to_geotiff(
         strip.pred[rows * w + cols] = run(feeds).argmax(1)
         return int(rows.shape[0])
 
-    with rasterio.Env(GDAL_CACHEMAX=GDAL_CACHE_MB):
+    # the cache holds one row of decoded input blocks besides the output's partial tiles
+    cache_mb = GDAL_CACHE_MB + -(-sum(r.block_row_bytes for r in scene.readers) * 5 // 4 // (1 << 20))
+    with rasterio.Env(GDAL_CACHEMAX=cache_mb):
         writer = MapWriter(path, scene.shape, scene.georef, class_names)
         try:
             def done(job: tuple[Strip, np.ndarray, np.ndarray], n: int) -> None:

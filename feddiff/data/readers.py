@@ -156,6 +156,7 @@ class ArrayWindows:
             raise DataError(f"{path}: non-numeric dtype {arr.dtype}")
         self.arr, self.path, self.georef = arr, str(path), georef
         self.shape: tuple[int, int, int] = tuple(int(v) for v in arr.shape)  # type: ignore[assignment]
+        self.block_row_bytes = 0  # nothing is decoded per block
 
     def read(self, r0: int, r1: int) -> np.ndarray:
         """Rows ``r0:r1`` (all columns, all channels), an in-memory copy."""
@@ -184,6 +185,10 @@ class TiffWindows:
             raise DataError(f"{path}: unreadable GeoTIFF ({_one_line(exc)})") from None
         ds = self.ds
         self.shape = (int(ds.height), int(ds.width), int(ds.count))
+        # One row of decoded blocks across the raster: GDAL's cache must hold it, or every strip
+        # thinner than a block decodes the same compressed tiles again.
+        block_h = int(ds.block_shapes[0][0]) if ds.block_shapes else 1
+        self.block_row_bytes = block_h * ds.width * ds.count * np.dtype(ds.dtypes[0]).itemsize
         self.georef = None
         if ds.crs is not None or not ds.transform.is_identity:
             t = ds.transform
