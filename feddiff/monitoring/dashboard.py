@@ -29,6 +29,7 @@ PAGE = r"""<!doctype html>
   table { border-collapse: collapse; width: 100%; }
   th, td { text-align:left; padding: .25em .5em; border-bottom:1px solid var(--line); white-space: nowrap; }
   .scroll { overflow-x: auto; }
+  @media (min-width: 900px) { section.wide { grid-column: span 2; } }
   td.num, th.num { text-align:right; font-variant-numeric: tabular-nums; }
   svg text { font-size: 11px; fill: var(--muted); }
   #map { max-width: 100%; image-rendering: pixelated; border:1px solid var(--line); }
@@ -52,7 +53,7 @@ PAGE = r"""<!doctype html>
   </section>
   <section><h2>Training loss</h2><svg id="loss" width="100%" height="170" viewBox="0 0 420 170"></svg></section>
   <section><h2>Validation OA</h2><svg id="oa" width="100%" height="170" viewBox="0 0 420 170"></svg></section>
-  <section>
+  <section class="wide">
     <h2>Stations</h2>
     <div class="scroll"><table>
       <thead><tr><th>station</th><th>state</th><th class="num">last seen</th><th class="num">bytes in</th><th class="num">bytes out</th><th class="num">rejects</th></tr></thead>

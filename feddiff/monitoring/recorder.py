@@ -15,7 +15,7 @@ import math
 import threading
 import time
 from dataclasses import asdict, dataclass, field
-from typing import Optional
+from typing import Callable, Mapping, Optional
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, Info, ProcessCollector
 
@@ -77,6 +77,8 @@ class JobMonitor:
         self._rejects: dict[str, int] = {}
         self._map_png: Optional[bytes] = None
         self._map_version = 0
+        self._beat = time.monotonic()
+        self._reject_totals: dict[str, int] = {}
 
         reg = self.registry = CollectorRegistry()
         ProcessCollector(registry=reg)  # process_resident_memory_bytes, cpu seconds, open fds
@@ -174,6 +176,43 @@ class JobMonitor:
             self._rejects[str(reason)] = self._rejects.get(str(reason), 0) + 1
             if party is not None:
                 self._station(party).rejects += 1
+
+    def rejections_seen(self, totals: Mapping[str, int]) -> None:
+        """The channel's running totals by reason (``channel.stats.rejected``): only what is new
+        since the last call is counted, so a role may pass its totals as often as it likes."""
+        for reason, total in dict(totals).items():
+            with self._lock:
+                new = int(total) - self._reject_totals.get(str(reason), 0)
+                self._reject_totals[str(reason)] = int(total)
+            for _ in range(max(0, new)):
+                self.rejected(str(reason))
+
+    def heartbeat(self) -> None:
+        """The role's loop is alive (call it every turn of the loop, at least every few seconds)."""
+        self._beat = time.monotonic()
+
+    def health_check(self, loop_timeout_s: float, station_timeout_s: Optional[float] = None) -> Callable[[], tuple[bool, str]]:
+        """The usual ``/healthz`` decision: unhealthy while the job is paused or failed, when the
+        loop has not beaten for ``loop_timeout_s``, or when a station has been marked ``gone`` or
+        silent past ``station_timeout_s`` (a station never heard from is waited for, not gone)."""
+
+        def check() -> tuple[bool, str]:
+            idle = time.monotonic() - self._beat
+            if idle > loop_timeout_s:
+                return False, f"loop silent for {idle:.0f} s (limit {loop_timeout_s:g} s)"
+            with self._lock:
+                phase, stations = self._phase, dict(self._stations)
+            if phase in ("paused", "failed"):
+                return False, f"job {phase}"
+            now = time.time()
+            for name, st in sorted(stations.items()):
+                if st.state == "gone":
+                    return False, f"station {name} gone"
+                if station_timeout_s is not None and st.last_seen is not None and now - st.last_seen > station_timeout_s:
+                    return False, f"station {name} silent for {now - st.last_seen:.0f} s (timeout {station_timeout_s:g} s)"
+            return True, "ok"
+
+        return check
 
     def map_png(self, png: bytes) -> None:
         """The latest classification map as PNG bytes, served at ``/map.png``."""
