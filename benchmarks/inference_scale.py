@@ -15,6 +15,7 @@ size, and the default model is fast enough to classify 5 Mpx in minutes on 2 cor
 
     python benchmarks/inference_scale.py                    # tiny model trained first (seconds)
     python benchmarks/inference_scale.py --model out/trento/model.onnx --sizes 1024x1024,2048x2048
+    python benchmarks/inference_scale.py --compare configs/trento_sim.yaml   # + whole Trento, strips vs in memory
 
 Targets: the 4 Mpx peak RSS <= 1.2 x the 1 Mpx peak, px/s within 10 %. Writes
 benchmarks/results/inference_scale.json (or ``--out``) and prints a table.
@@ -112,17 +113,30 @@ def peak_rss_mib() -> float:
 
 
 def worker(args: argparse.Namespace) -> None:
-    """One scene through ``run_inference`` (what ``feddiff infer`` runs); one JSON line."""
-    from export.infer import run_inference
+    """One scene through ``run_inference`` (what ``feddiff infer`` runs), or with ``--in-memory``
+    through the whole-raster loop ``feddiff infer`` ran before it read by strips (the scene
+    loaded whole, only the classification timed); one JSON line."""
+    from export.infer import classify_scene, open_scheduled, run_inference, session_meta
 
+    if args.in_memory:
+        from feddiff.config import load_config
+        from feddiff.data.loader import load_scene
+
+        sess, _, plan = open_scheduled(Path(args.model), "cpu", args.workers, args.threads)
+        scene = load_scene(load_config(args.config))
+        t0 = time.perf_counter()
+        pred = classify_scene(sess, session_meta(sess), scene.modalities, args.batch, False, plan.workers)
+        seconds = time.perf_counter() - t0
+        print(json.dumps({"pixels": int(pred.size), "seconds": seconds, "pixels_per_s": pred.size / seconds, "peak_rss_mib": peak_rss_mib(), "oa": None, "schedule": str(plan)}))
+        return
     res = run_inference(Path(args.model), args.config, Path(args.work), batch=args.batch, provider="cpu", progress=False, workers=args.workers, threads=args.threads)
     print(json.dumps({"pixels": res.pixels, "seconds": res.seconds, "pixels_per_s": res.pixels_per_s, "peak_rss_mib": peak_rss_mib(),
                       "oa": res.metrics["oa"] if res.metrics else None, "schedule": str(res.schedule)}))
 
 
-def measure(model: Path, config: Path, work: Path, args: argparse.Namespace) -> dict:
+def measure(model: Path, config: Path, work: Path, args: argparse.Namespace, in_memory: bool = False) -> dict:
     cmd = [sys.executable, __file__, "--worker", "--model", str(model), "--config", str(config), "--work", str(work),
-           "--batch", str(args.batch), "--workers", str(args.workers), "--threads", str(args.threads)]
+           "--batch", str(args.batch), "--workers", str(args.workers), "--threads", str(args.threads)] + (["--in-memory"] if in_memory else [])
     r = subprocess.run(cmd, capture_output=True, text=True, cwd=ROOT)
     if r.returncode != 0:
         raise SystemExit(f"worker failed on {config}: {r.stderr.strip().splitlines()[-1] if r.stderr.strip() else r.returncode}")
@@ -138,7 +152,9 @@ def main() -> None:
     p.add_argument("--workers", type=int, default=0)
     p.add_argument("--threads", type=int, default=0)
     p.add_argument("--out", default=str(RESULTS))
+    p.add_argument("--compare", default=None, help="also classify this scene config (e.g. configs/trento_sim.yaml) by strips and in memory, interleaved")
     p.add_argument("--worker", action="store_true", help=argparse.SUPPRESS)
+    p.add_argument("--in-memory", action="store_true", help=argparse.SUPPRESS)
     p.add_argument("--config", help=argparse.SUPPRESS)
     p.add_argument("--work", help=argparse.SUPPRESS)
     args = p.parse_args()
@@ -162,6 +178,11 @@ def main() -> None:
             for s in sizes if rep % 2 == 0 else sizes[::-1]:
                 runs[s].append(measure(model, configs[s], tmp / f"out_{s[0]}x{s[1]}", args))
                 print(f"[scale] {s[0]} x {s[1]} run {rep + 1}: {runs[s][-1]['pixels_per_s']:,.0f} px/s, peak {runs[s][-1]['peak_rss_mib']:.0f} MiB", flush=True)
+        compare = {"strips": [], "in_memory": []}
+        for rep in range(args.repeats if args.compare else 0):
+            for mode in ("strips", "in_memory") if rep % 2 == 0 else ("in_memory", "strips"):
+                compare[mode].append(measure(model, Path(args.compare), tmp / "out_compare", args, in_memory=mode == "in_memory"))
+                print(f"[scale] {args.compare} {mode} run {rep + 1}: {compare[mode][-1]['pixels_per_s']:,.0f} px/s, peak {compare[mode][-1]['peak_rss_mib']:.0f} MiB", flush=True)
     rows = []
     for (h, w), rs in runs.items():
         rows.append({"rows": h, "cols": w, "megapixels": h * w / 1e6, "pixels_per_s_median": statistics.median(r["pixels_per_s"] for r in rs),
@@ -171,6 +192,10 @@ def main() -> None:
     doc = {"model": str(args.model or "tiny model trained on the synthetic scene with Trento's band counts"), "bands": meta.bands, "batch": args.batch, "repeats": args.repeats,
            "scenes": rows, "rss_ratio_largest_vs_smallest": large["peak_rss_mib"] / small["peak_rss_mib"],
            "speed_ratio_largest_vs_smallest": large["pixels_per_s_median"] / small["pixels_per_s_median"]}
+    if args.compare:
+        doc["compare"] = {"config": args.compare, **{m: {"pixels_per_s_median": statistics.median(r["pixels_per_s"] for r in rs), "pixels_per_s_runs": [r["pixels_per_s"] for r in rs],
+                                                         "peak_rss_mib": max(r["peak_rss_mib"] for r in rs)} for m, rs in compare.items()}}
+        doc["compare"]["speed_ratio_strips_vs_in_memory"] = doc["compare"]["strips"]["pixels_per_s_median"] / doc["compare"]["in_memory"]["pixels_per_s_median"]
     doc["targets_met"] = {"rss_ratio <= 1.2": doc["rss_ratio_largest_vs_smallest"] <= 1.2, "speed within 10 %": abs(doc["speed_ratio_largest_vs_smallest"] - 1) <= 0.10}
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)
     Path(args.out).write_text(json.dumps(doc, indent=2))
@@ -178,6 +203,10 @@ def main() -> None:
     for r in rows:
         print(f"{r['rows']:>6} x {r['cols']:<5} {r['megapixels']:>6.2f} {r['pixels_per_s_median']:>14,.0f} {r['peak_rss_mib']:>13.0f}")
     print(f"largest / smallest: peak RSS {doc['rss_ratio_largest_vs_smallest']:.3f} (target <= 1.2), px/s {doc['speed_ratio_largest_vs_smallest']:.3f} (target 0.9-1.1)")
+    if args.compare:
+        c = doc["compare"]
+        print(f"{args.compare}: strips {c['strips']['pixels_per_s_median']:,.0f} px/s (peak {c['strips']['peak_rss_mib']:.0f} MiB), "
+              f"in memory {c['in_memory']['pixels_per_s_median']:,.0f} px/s (peak {c['in_memory']['peak_rss_mib']:.0f} MiB): ratio {c['speed_ratio_strips_vs_in_memory']:.3f}")
     print(f"wrote {args.out}")
 
 
