@@ -118,3 +118,26 @@ def test_large_map_is_tiled_compressed_and_exact(tmp_path):
         assert ds.profile["tiled"] and ds.profile["blockysize"] == 256 and ds.compression.value.lower() == "deflate"
         assert np.array_equal(ds.read(1), ids + 1)
     assert png_preview(tmp_path / "m.tif", [f"c{i}" for i in range(5)], tmp_path / "m.png", max_side=256) == 3
+
+
+def test_npy_is_memory_mapped_and_tiff_read_by_window(tmp_path):
+    from feddiff.data.readers import open_windows
+
+    arr = np.arange(6 * 5 * 2, dtype=np.float32).reshape(6, 5, 2)
+    np.save(tmp_path / "a.npy", arr)
+    npy = open_windows(tmp_path / "a.npy")
+    assert isinstance(npy.arr, np.memmap) and npy.shape == (6, 5, 2)
+    assert np.array_equal(npy.read(2, 4), arr[2:4])
+    _write_tif(tmp_path / "a.tif", arr)
+    tif = open_windows(tmp_path / "a.tif")
+    assert tif.shape == (6, 5, 2) and tif.georef is not None and tif.block_row_bytes > 0
+    assert np.array_equal(tif.read(3, 6), arr[3:6])
+    tif.close()
+
+
+def test_negative_strip_size_is_one_line_error(exported, tiny):
+    from export.infer import run_inference
+
+    with pytest.raises(FedDiffError, match="--strip-pixels must be >= 0") as err:
+        run_inference(exported[0], str(tiny.config), tiny.folder / "neg", progress=False, strip_pixels=-1)
+    assert "\n" not in str(err.value)
