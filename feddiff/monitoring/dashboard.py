@@ -52,7 +52,7 @@ PAGE = r"""<!doctype html>
     <div class="muted" id="latency"></div>
   </section>
   <section><h2>Training loss</h2><svg id="loss" width="100%" height="170" viewBox="0 0 420 170"></svg></section>
-  <section><h2>Validation OA</h2><svg id="oa" width="100%" height="170" viewBox="0 0 420 170"></svg></section>
+  <section><h2>Accuracy <span id="final" class="muted"></span></h2><svg id="oa" width="100%" height="170" viewBox="0 0 420 170"></svg></section>
   <section class="wide">
     <h2>Stations</h2>
     <div class="scroll"><table>
@@ -90,10 +90,10 @@ function el(tag, attrs, text) {
   if (text !== undefined) e.textContent = text;
   return e;
 }
-function chart(svg, points, colour, fixed01) {
+function chart(svg, series, fixed01) {
   while (svg.firstChild) svg.removeChild(svg.firstChild);
   const W = 420, H = 170, L = 44, R = 10, T = 10, B = 24;
-  const pts = points.filter((p) => p[1] !== null);
+  const pts = [].concat(...series.map((s) => s.points.filter((p) => p[1] !== null)));
   svg.appendChild(el("line", {x1: L, y1: H - B, x2: W - R, y2: H - B, stroke: "#d9dee7"}));
   svg.appendChild(el("line", {x1: L, y1: T, x2: L, y2: H - B, stroke: "#d9dee7"}));
   if (!pts.length) { svg.appendChild(el("text", {x: L + 10, y: H / 2}, "no data yet")); return; }
@@ -109,9 +109,13 @@ function chart(svg, points, colour, fixed01) {
   }
   svg.appendChild(el("text", {x: L, y: H - 6}, "round " + x0));
   svg.appendChild(el("text", {x: W - R, y: H - 6, "text-anchor": "end"}, "round " + x1));
-  svg.appendChild(el("polyline", {points: pts.map((p) => sx(p[0]) + "," + sy(p[1])).join(" "), fill: "none", stroke: colour, "stroke-width": 2}));
-  const last = pts[pts.length - 1];
-  svg.appendChild(el("circle", {cx: sx(last[0]), cy: sy(last[1]), r: 3, fill: colour}));
+  series.forEach((s, i) => {
+    const p = s.points.filter((q) => q[1] !== null);
+    if (!p.length) return;
+    svg.appendChild(el("polyline", {points: p.map((q) => sx(q[0]) + "," + sy(q[1])).join(" "), fill: "none", stroke: s.colour, "stroke-width": 2, "stroke-dasharray": s.dash || ""}));
+    svg.appendChild(el("circle", {cx: sx(p[p.length - 1][0]), cy: sy(p[p.length - 1][1]), r: 3, fill: s.colour}));
+    svg.appendChild(el("text", {x: W - R, y: T + 12 + 13 * i, "text-anchor": "end", fill: s.colour, style: "fill:" + s.colour}, s.name));
+  });
 }
 function stations(rows) {
   const body = $("stations"), names = Object.keys(rows);
@@ -137,8 +141,10 @@ function render(s) {
   $("progress").style.width = (s.rounds_planned ? Math.min(100, 100 * s.rounds_committed / s.rounds_planned) : 0) + "%";
   const h = s.history;
   $("latency").textContent = h.length ? "last round " + h[h.length - 1].seconds.toFixed(2) + " s" : "";
-  chart($("loss"), h.map((r) => [r.round, r.loss]), "#1f77b4", false);
-  chart($("oa"), h.map((r) => [r.round, r.oa]), "#2ca02c", true);
+  chart($("loss"), [{name: "loss", colour: "#1f77b4", points: h.map((r) => [r.round, r.loss])}], false);
+  chart($("oa"), [{name: "validation OA", colour: "#2ca02c", points: h.map((r) => [r.round, r.oa])},
+                  {name: "train accuracy", colour: "#8c96a5", dash: "5 4", points: h.map((r) => [r.round, r.train_acc])}], true);
+  $("final").textContent = s.final_oa === null ? "" : "final OA " + (100 * s.final_oa).toFixed(2) + "%";
   stations(s.stations);
   const rj = Object.entries(s.rejects);
   $("rejects").textContent = rj.length ? "rejected: " + rj.map(([k, v]) => k + " " + v).join(", ") : "";

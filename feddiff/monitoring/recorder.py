@@ -45,6 +45,7 @@ class RoundRecord:
     seconds: float
     loss: Optional[float]
     oa: Optional[float]
+    train_acc: Optional[float] = None
     at: float = field(default_factory=time.time)
 
 
@@ -77,6 +78,7 @@ class JobMonitor:
         self._rejects: dict[str, int] = {}
         self._map_png: Optional[bytes] = None
         self._map_version = 0
+        self._final_oa: Optional[float] = None
         self._beat = time.monotonic()
         self._reject_totals: dict[str, int] = {}
 
@@ -89,7 +91,7 @@ class JobMonitor:
         self._m_committed = Counter("feddiff_rounds_committed", "Rounds committed", registry=reg)
         self._m_latency = Histogram("feddiff_round_latency_seconds", "Seconds from a round's start to its commit", buckets=ROUND_BUCKETS, registry=reg)
         self._m_loss = Gauge("feddiff_training_loss", "Training loss of the last committed round", registry=reg)
-        self._m_oa = Gauge("feddiff_validation_oa", "Validation overall accuracy of the last committed round (0..1)", registry=reg)
+        self._m_oa = Gauge("feddiff_validation_oa", "Held-out overall accuracy (0..1): of the last round that reported one, or of the final evaluation", registry=reg)
         self._m_bytes = Counter("feddiff_bytes", "Message bytes by party and direction", ["party", "direction"], registry=reg)
         self._m_rejected = Counter("feddiff_rejected_messages", "Messages refused, by reason", ["reason"], registry=reg)
         self._m_age = Gauge("feddiff_station_last_seen_age_seconds", "Seconds since a station was last heard from", ["station"], registry=reg)
@@ -118,8 +120,10 @@ class JobMonitor:
             self._round_started[int(r)] = time.monotonic()
             self._m_round.set(int(r))
 
-    def round_committed(self, r: int, seconds: Optional[float] = None, loss: Optional[float] = None, oa: Optional[float] = None) -> None:
-        """Round ``r`` is committed; ``seconds`` defaults to the time since ``round_started(r)``."""
+    def round_committed(self, r: int, seconds: Optional[float] = None, loss: Optional[float] = None, oa: Optional[float] = None, train_acc: Optional[float] = None) -> None:
+        """Round ``r`` is committed; ``seconds`` defaults to the time since ``round_started(r)``;
+        ``oa`` is a held-out validation OA where the role computes one per round, ``train_acc``
+        the accuracy on the round's own training batches (drawn apart on the dashboard)."""
         r = int(r)
         with self._lock:
             began = self._round_started.pop(r, None)
@@ -135,8 +139,17 @@ class JobMonitor:
                 self._m_loss.set(loss)
             if oa is not None:
                 self._m_oa.set(oa)
-            self._history.append(RoundRecord(r, secs, loss, oa))
+            self._history.append(RoundRecord(r, secs, loss, oa, _finite(train_acc)))
             del self._history[:-HISTORY_MAX]
+
+    def evaluated(self, oa: float) -> None:
+        """The job's held-out OA once it is evaluated (after the last round)."""
+        oa = _finite(oa)
+        if oa is None:
+            return
+        with self._lock:
+            self._final_oa = oa
+            self._m_oa.set(oa)
 
     def station_seen(self, name: str, state: Optional[str] = None) -> None:
         """A message (or presence) from station ``name``; ``state`` as the role knows it
@@ -236,7 +249,7 @@ class JobMonitor:
                 "job": self.job, "role": self.role, "security": self.security, "phase": self._phase,
                 "round": self._round, "rounds_planned": self._rounds_planned, "rounds_committed": len(self._history),
                 "uptime_s": now - self.started, "now": now,
-                "history": [asdict(h) for h in self._history],
+                "history": [asdict(h) for h in self._history], "final_oa": self._final_oa,
                 "stations": stations, "rejects": dict(self._rejects),
                 "map_version": self._map_version,
             }

@@ -74,7 +74,7 @@ def drive(mon: JobMonitor, stop: threading.Event, png: bytes) -> None:
         if r == 3:
             mon.rejected("bad_signature", party="lidar_station")
         time.sleep(0.25)
-        mon.round_committed(r, loss=1.6 * 0.85 ** r + 0.05, oa=min(0.97, 0.4 + 0.06 * r))
+        mon.round_committed(r, loss=1.6 * 0.85 ** r + 0.05, oa=min(0.95, 0.4 + 0.06 * r), train_acc=min(0.99, 0.45 + 0.07 * r))
         if r == 4:
             mon.map_png(png)
 
@@ -102,7 +102,7 @@ def test_dashboard_shows_the_job_advancing(browser, tmp_path):
             wait.until(lambda d: d.find_element(By.ID, "map").is_displayed() and d.execute_script("return document.getElementById('map').naturalWidth") > 0)
             wait.until(lambda d: int(d.find_element(By.ID, "round").text) >= 10)
             assert browser.find_element(By.ID, "phase").text == "training"
-            assert browser.find_elements(By.CSS_SELECTOR, "#loss polyline") and browser.find_elements(By.CSS_SELECTOR, "#oa polyline")
+            assert len(browser.find_elements(By.CSS_SELECTOR, "#loss polyline")) == 1 and len(browser.find_elements(By.CSS_SELECTOR, "#oa polyline")) == 2
             assert "lidar_station" in browser.find_element(By.CSS_SELECTOR, "#stations tr[data-station='lidar_station']").text
             shot = tmp_path / "dashboard.png"
             browser.save_screenshot(str(shot))

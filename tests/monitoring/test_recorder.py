@@ -55,3 +55,14 @@ def test_channel_totals_count_only_what_is_new():
     assert s[("feddiff_rejected_messages_total", (("reason", "replay"),))] == 3
     assert s[("feddiff_rejected_messages_total", (("reason", "bad_signature"),))] == 1
     assert mon.snapshot()["rejects"] == {"replay": 3, "bad_signature": 1}
+
+
+def test_final_evaluation_sets_the_oa_and_rounds_keep_train_accuracy():
+    mon = JobMonitor("j", "aggregator")
+    mon.round_committed(1, seconds=1.0, loss=0.9, train_acc=0.7)
+    mon.evaluated(0.93)
+    mon.evaluated(float("inf"))  # ignored
+    with MonitorServer(mon, "127.0.0.1", 0) as srv:
+        assert samples(srv.url)[("feddiff_validation_oa", ())] == 0.93
+    st = mon.snapshot()
+    assert st["final_oa"] == 0.93 and st["history"][0]["train_acc"] == 0.7 and st["history"][0]["oa"] is None
