@@ -114,7 +114,9 @@ function chart(svg, series, fixed01) {
     if (!p.length) return;
     svg.appendChild(el("polyline", {points: p.map((q) => sx(q[0]) + "," + sy(q[1])).join(" "), fill: "none", stroke: s.colour, "stroke-width": 2, "stroke-dasharray": s.dash || ""}));
     svg.appendChild(el("circle", {cx: sx(p[p.length - 1][0]), cy: sy(p[p.length - 1][1]), r: 3, fill: s.colour}));
-    svg.appendChild(el("text", {x: W - R, y: T + 12 + 13 * i, "text-anchor": "end", fill: s.colour, style: "fill:" + s.colour}, s.name));
+    // rising curves (accuracy) leave the bottom right free, falling ones (loss) the top right
+    const ly = fixed01 ? H - B - 8 - 13 * (series.length - 1 - i) : T + 12 + 13 * i;
+    svg.appendChild(el("text", {x: W - R, y: ly, "text-anchor": "end", style: "fill:" + s.colour}, s.name));
   });
 }
 function stations(rows) {

@@ -83,7 +83,7 @@ def test_dashboard_shows_the_job_advancing(browser, tmp_path):
     from selenium.webdriver.common.by import By
     from selenium.webdriver.support.ui import WebDriverWait
 
-    mon = JobMonitor("demo", "aggregator", security="signed", rounds_planned=12)
+    mon = JobMonitor("demo", "aggregator", security="signed", rounds_planned=20)
     stop = threading.Event()
     with MonitorServer(mon, "127.0.0.1", 0, health=lambda: True, dashboard=True) as srv:
         browser.get(srv.url)
