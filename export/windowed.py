@@ -5,9 +5,10 @@ and below it, so a strip of rows needs only those extra rows (the halo) from its
 and the padding the in-memory path applies to the whole scene (reflect, or edge for a scene
 not larger than the padding) is reproduced exactly by mapping each halo row to the source row
 it mirrors. Full-width strips keep every read one contiguous window of a GeoTIFF or a memory
-map, and strips are sized by pixels, not rows, so memory does not grow with the scene's width
-either. The map goes to a tiled, deflate-compressed GeoTIFF strip by strip under a bounded GDAL
-block cache, so peak memory is a few strips whatever the scene size.
+map, and strips are sized by pixels, not rows. The map goes to a tiled, deflate-compressed
+GeoTIFF strip by strip under a bounded GDAL block cache, so peak memory is a few strips plus one
+row of the input's decoded blocks (for a tiled input, tile height x scene width): it does not
+grow with the length of a scene, only with its width.
 """
 
 from __future__ import annotations
