@@ -3,12 +3,10 @@
 Why one rewrite is worth a module: the exporter lowers every ``GroupNorm`` to
 Reshape -> InstanceNormalization -> Reshape -> Mul(gamma) -> Add(beta), where gamma and beta are
 (C, 1, 1) tensors broadcast over (N, C, H, W). onnxruntime runs those two as generic
-broadcasting element-wise kernels, which on this model cost about five times a per-channel
-kernel: in a single-threaded profile of a 512-pixel batch of the int8 Trento graph (164 ms) all
-Mul and Add nodes took 42 ms; after the rewrite the Mul and Add left take 6 ms and the 53
-``BatchNormalization`` nodes (one pass, per-channel scale and shift) 8 ms. A single-threaded
-batch got 8-20 % faster (same-process A/B runs, best of 12-15: int8 113 -> 90 and 107 -> 98 ms,
-fp32 176 -> 162 ms), and int8 gained more under two workers (README, "On-site inference").
+broadcasting element-wise kernels, several times slower than a per-channel kernel; one
+``BatchNormalization`` (a single pass with per-channel scale and shift) does the same work for
+a fraction of the time, which makes a whole batch measurably faster, most of all for the int8
+graph under several workers (``benchmarks/inference.py``; figures in docs/results.md).
 
 ``BatchNormalization`` here is only a per-channel affine: mean 0, variance 1, and the scale
 pre-multiplied by ``sqrt(1 + eps)`` so ``(x - 0) / sqrt(1 + eps) * scale + beta = gamma x + beta``

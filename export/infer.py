@@ -9,10 +9,7 @@ metadata, so a model file and a scene config are all a station needs.
 from __future__ import annotations
 
 import json
-import logging
-import os
 import time
-import warnings
 from collections import deque
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
@@ -25,136 +22,7 @@ from feddiff.data.normalise import BandStats
 from feddiff.data.patches import extract_patches, labelled_pixels, pad_raster, sliding_batches
 from feddiff.errors import FedDiffError
 
-log = logging.getLogger("feddiff.infer")
-
-META_PREFIX = "feddiff."
-CPU = "CPUExecutionProvider"
-CUDA = "CUDAExecutionProvider"
-
-
-@dataclass
-class ModelMeta:
-    modalities: list[str]
-    bands: dict[str, int]
-    class_names: list[str]
-    patch_size: int
-    stats: dict[str, BandStats]
-    timesteps: list[int]
-    version: str
-    config_hash: str
-    graph: str
-    quantize: str
-
-    @classmethod
-    def from_props(cls, props: dict[str, str], where: str = "model") -> "ModelMeta":
-        def get(key: str) -> str:
-            if META_PREFIX + key not in props:
-                raise FedDiffError(f"{where}: not a FedDiff ONNX model (metadata {META_PREFIX}{key} missing)")
-            return props[META_PREFIX + key]
-
-        return cls(
-            modalities=json.loads(get("modalities")),
-            bands={k: int(v) for k, v in json.loads(get("bands")).items()},
-            class_names=json.loads(get("class_names")),
-            patch_size=int(get("patch_size")),
-            stats={m: BandStats.from_dict(d) for m, d in json.loads(get("stats")).items()},
-            timesteps=json.loads(get("timesteps")),
-            version=get("version"),
-            config_hash=get("config_hash"),
-            graph=props.get(META_PREFIX + "graph", "whole"),
-            quantize=props.get(META_PREFIX + "quantize", "none"),
-        )
-
-
-def requested_providers(provider: str) -> list[str]:
-    """What to ask onnxruntime for: CUDA first where the build has it and the user allows it."""
-    import onnxruntime as ort
-
-    return [CUDA, CPU] if provider in ("auto", "cuda") and CUDA in ort.get_available_providers() else [CPU]
-
-
-def open_session(path: Path, provider: str = "auto", threads: int = 0):
-    """(session, provider that actually runs). CUDA is only *requested* here; onnxruntime-gpu
-    silently falls back to CPU when the CUDA libraries or a GPU are missing, so the truth is
-    ``session.get_providers()`` after creation, never the request. ``threads``: intra-op
-    threads of each ``run`` (0: onnxruntime's default, one per core)."""
-    import onnxruntime as ort
-
-    path = Path(path)
-    if not path.is_file():
-        raise FedDiffError(f"{path}: ONNX model not found")
-    want = requested_providers(provider)
-    if provider == "cuda" and CUDA not in want:
-        log.warning("CUDA requested but this onnxruntime build has no CUDAExecutionProvider; using CPU")
-    # A missing CUDA runtime makes onnxruntime print a multi-line library error before it falls
-    # back; we report the provider that actually runs on one line instead.
-    ort.set_default_logger_severity(4 if CUDA in want else 3)
-    opts = ort.SessionOptions()
-    opts.log_severity_level = 3
-    if threads:
-        opts.intra_op_num_threads = threads
-    try:
-        sess = ort.InferenceSession(str(path), sess_options=opts, providers=want)
-    except Exception as exc:  # noqa: BLE001 - onnxruntime raises its own exception types
-        raise FedDiffError(f"{path}: onnxruntime cannot load the model ({type(exc).__name__}: {str(exc).splitlines()[0]})") from None
-    used = sess.get_providers()[0]
-    if provider == "cuda" and used != CUDA:
-        log.warning("CUDA requested but the session runs on %s", used)
-    return sess, used
-
-
-def usable_cores() -> int:
-    """Cores this process may run on (a container or ``taskset`` may allow fewer than exist)."""
-    try:
-        return len(os.sched_getaffinity(0))
-    except AttributeError:  # not Linux
-        return os.cpu_count() or 1
-
-
-@dataclass(frozen=True)
-class Schedule:
-    """How a scene's batches use the CPU: ``workers`` batches run side by side, each on
-    ``threads`` intra-op threads (0: the runtime's default).
-
-    Why one single-threaded run per core is the CPU default: a batch of 8 x 8 patches is a
-    long chain of small operators (16-32 channels, 4 x 4 to 8 x 8 pixels) that intra-op
-    threads share badly: on the 2-core development machine the fp32 Trento graph ran 2,996 px/s
-    as one caller on two threads and 5,477 px/s as two single-threaded callers
-    (``benchmarks/inference.py``, README). On CUDA the GPU does the work: one caller."""
-
-    workers: int
-    threads: int
-
-    def __str__(self) -> str:
-        return f"{self.workers} worker{'s' if self.workers != 1 else ''} x {self.threads or 'default'} intra-op thread{'s' if self.threads != 1 else ''}"
-
-
-def plan_schedule(cuda: bool, workers: int = 0, threads: int = 0) -> Schedule:
-    """Fill in what the user left at 0 (auto)."""
-    if workers < 0 or threads < 0:
-        raise FedDiffError(f"--workers and --threads must be >= 0 (0: automatic), got {workers} and {threads}")
-    if workers == 0:
-        workers = 1 if cuda else usable_cores()
-    if threads == 0 and workers > 1 and not cuda:
-        threads = 1
-    return Schedule(workers, threads)
-
-
-def open_scheduled(path: Path, provider: str = "auto", workers: int = 0, threads: int = 0):
-    """(session, provider that runs, schedule): the schedule follows the provider that really
-    runs, so a CUDA request that falls back to CPU gets the CPU schedule (the session is reopened
-    once, because intra-op threads are fixed when a session is created)."""
-    cuda = CUDA in requested_providers(provider)
-    plan = plan_schedule(cuda, workers, threads)
-    sess, used = open_session(path, provider, plan.threads)
-    if cuda and used != CUDA:
-        plan = plan_schedule(False, workers, threads)
-        sess, used = open_session(path, "cpu", plan.threads)
-    return sess, used, plan
-
-
-def session_meta(sess, where: str = "model") -> ModelMeta:
-    return ModelMeta.from_props(dict(sess.get_modelmeta().custom_metadata_map), where)
+from export.session import CPU, CUDA, META_PREFIX, ModelMeta, Schedule, open_scheduled, open_session, plan_schedule, requested_providers, session_meta, usable_cores  # noqa: F401 - the public names of ``feddiff infer``
 
 
 def check_scene(meta: ModelMeta, rasters: dict[str, np.ndarray], where: str) -> None:
@@ -198,6 +66,23 @@ def scene_patches(config: str, stats: dict[str, BandStats], modalities: list[str
     return out
 
 
+def pipelined(fn: Callable, items: Iterable, workers: int, on_done: Callable[[object, object], None]) -> None:
+    """``on_done(item, fn(item))`` for every item, in the order of ``items``, with ``workers``
+    calls of ``fn`` side by side and at most ``2 * workers`` items taken from ``items`` ahead of
+    the oldest unfinished one (so a lazy ``items`` bounds memory)."""
+    workers = max(1, workers)
+    with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="infer") as pool:
+        pending: deque = deque()
+        for item in items:
+            pending.append((item, pool.submit(fn, item)))
+            if len(pending) >= 2 * workers:
+                done, fut = pending.popleft()
+                on_done(done, fut.result())
+        while pending:
+            done, fut = pending.popleft()
+            on_done(done, fut.result())
+
+
 def classify_pixels(
     run: Callable[[dict[str, np.ndarray]], np.ndarray],
     padded: dict[str, np.ndarray],
@@ -215,20 +100,13 @@ def classify_pixels(
     safe to call from several threads at once (``InferenceSession.run`` is, and releases the
     GIL for the whole graph; so is a PyTorch module under ``no_grad``, entered per thread)."""
 
-    def one(where: Union[slice, np.ndarray], rows: np.ndarray, cols: np.ndarray) -> int:
+    def one(job: tuple[Union[slice, np.ndarray], np.ndarray, np.ndarray]) -> int:
+        where, rows, cols = job
         feeds = {m: extract_patches(p, rows, cols, patch_size) for m, p in padded.items()}
         out[where] = run(feeds).argmax(1)
         return int(rows.shape[0])
 
-    workers = max(1, workers)
-    with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="infer") as pool:
-        pending: deque = deque()
-        for where, rows, cols in batches:
-            pending.append(pool.submit(one, where, rows, cols))
-            if len(pending) >= 2 * workers:
-                on_batch(pending.popleft().result())
-        while pending:
-            on_batch(pending.popleft().result())
+    pipelined(one, batches, workers, lambda job, n: on_batch(n))
     return out
 
 
@@ -261,42 +139,51 @@ class InferResult:
 
 
 def run_inference(
-    model: Path, config: str, out: Path, batch: int = 512, provider: str = "auto", progress: bool = True, workers: int = 0, threads: int = 0
+    model: Path,
+    config: str,
+    out: Path,
+    batch: int = 512,
+    provider: str = "auto",
+    progress: bool = True,
+    workers: int = 0,
+    threads: int = 0,
+    strip_pixels: int = 0,
 ) -> InferResult:
-    """Classify the whole scene of ``config``; write class_map.tif, classification_map.png and
-    (when the scene has test labels) metrics.json into ``out``."""
-    from feddiff.config import load_config
-    from feddiff.data.loader import load_scene
-    from feddiff.maps import write_geotiff_map, write_png_map
-    from feddiff.metrics import classification_metrics
+    """Classify the whole scene of ``config`` strip by strip (``export.windowed``: memory does
+    not grow with the scene); write class_map.tif, classification_map.png and metrics.json
+    (with test metrics when the scene has test labels) into ``out``."""
+    from tqdm import tqdm
+
+    from export.map_output import png_preview
+    from export.windowed import STRIP_PIXELS, check_bands, classify_to_geotiff, open_scene
 
     if batch < 1:
         raise FedDiffError(f"--batch must be >= 1, got {batch}")
+    if strip_pixels < 0:
+        raise FedDiffError(f"--strip-pixels must be >= 0 (0: {STRIP_PIXELS}), got {strip_pixels}")
     sess, used, plan = open_scheduled(Path(model), provider, workers, threads)
     meta = session_meta(sess, str(model))
     if meta.graph != "whole":
         raise FedDiffError(f"{model}: a split ({meta.graph}) graph; infer needs the whole-model export")
-    cfg = load_config(config)
-    scene = load_scene(cfg)
-    check_scene(meta, scene.modalities, str(config))
-    t0 = time.perf_counter()
-    pred = classify_scene(sess, meta, scene.modalities, batch, progress, plan.workers)
-    seconds = time.perf_counter() - t0
+    scene = open_scene(config, meta.modalities)
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
-    class_map = (pred + 1).astype(np.uint8)
-    k = len(meta.class_names)
-    with warnings.catch_warnings():
-        warnings.filterwarnings("ignore", message=".*no geotransform.*")  # synthetic/.mat scenes carry no georeference
-        write_geotiff_map(class_map, out / "class_map.tif", scene.georef, k)
-    write_png_map(class_map, meta.class_names, out / "classification_map.png")
-    metrics = None
-    if scene.test_labels is not None and (scene.test_labels > 0).any():
-        r, c, y = labelled_pixels(scene.test_labels)
-        metrics = classification_metrics(y, pred[r, c], k)
+    try:
+        check_bands(meta.bands, scene, str(config))
+        pixels = scene.shape[0] * scene.shape[1]
+        t0 = time.perf_counter()
+        with tqdm(total=pixels, desc="infer", unit="px", disable=not progress, leave=False) as bar:
+            metrics = classify_to_geotiff(lambda feeds: sess.run(["logits"], feeds)[0], scene, {m: meta.stats[m] for m in meta.modalities}, meta.patch_size,
+                                          meta.class_names, out / "class_map.tif", batch, plan.workers, strip_pixels or STRIP_PIXELS, bar.update)
+        seconds = time.perf_counter() - t0
+    finally:
+        scene.close()
+    step = png_preview(out / "class_map.tif", meta.class_names, out / "classification_map.png")
+    if metrics is not None:
         metrics["class_names"] = meta.class_names
-    doc = {"provider": used, "model": str(model), "quantize": meta.quantize, "workers": plan.workers, "threads_per_worker": plan.threads, "pixels": int(pred.size), "seconds": seconds, "pixels_per_s": pred.size / max(seconds, 1e-9)}
+    doc = {"provider": used, "model": str(model), "quantize": meta.quantize, "workers": plan.workers, "threads_per_worker": plan.threads, "rows": scene.shape[0], "cols": scene.shape[1],
+           "pixels": pixels, "seconds": seconds, "pixels_per_s": pixels / max(seconds, 1e-9), "png_decimation": step}
     if metrics is not None:
         doc.update(metrics)
     (out / "metrics.json").write_text(json.dumps(doc, indent=2))
-    return InferResult(used, out / "class_map.tif", out / "classification_map.png", metrics, seconds, int(pred.size), plan)
+    return InferResult(used, out / "class_map.tif", out / "classification_map.png", metrics, seconds, pixels, plan)

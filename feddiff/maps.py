@@ -44,7 +44,8 @@ def _check_map(class_map: np.ndarray, num_classes: int) -> np.ndarray:
         raise ValueError(f"class map must be 2-D, got shape {cm.shape}")
     if cm.size and (cm.min() < 0 or cm.max() > num_classes):
         raise ValueError(f"class map holds {int(cm.min())}..{int(cm.max())}, expected 0 (none) or 1..{num_classes}")
-    return cm.astype(np.int64)
+    # an integer map indexes the palette as it is: an int64 copy would be 8 bytes per pixel
+    return cm if np.issubdtype(cm.dtype, np.integer) else cm.astype(np.int64)
 
 
 def write_png_map(class_map: np.ndarray, class_names: list[str], path: Path) -> None:

@@ -141,3 +141,87 @@ def read_array(path: Path, key: Optional[str] = None) -> tuple[np.ndarray, Optio
     if suffix in (".tif", ".tiff"):
         return _read_tiff(path)
     raise DataError(f"{path}: unsupported format {suffix or '(no suffix)'!r} (expected .mat, .npy, .npz, .tif, .tiff)")
+
+
+class ArrayWindows:
+    """Row ranges of an in-memory or memory-mapped rows x cols [x channels] array, so a scene
+    is read strip by strip whatever its format (a .npy map is paged in by the OS, not loaded)."""
+
+    def __init__(self, arr: np.ndarray, path: str = "<array>", georef: Optional[GeoRef] = None):
+        if arr.ndim == 2:
+            arr = arr[..., None]
+        if arr.ndim != 3:
+            raise DataError(f"{path}: expected rows x cols [x channels], got shape {arr.shape}")
+        if not (np.issubdtype(arr.dtype, np.integer) or np.issubdtype(arr.dtype, np.floating) or arr.dtype == bool):
+            raise DataError(f"{path}: non-numeric dtype {arr.dtype}")
+        self.arr, self.path, self.georef = arr, str(path), georef
+        self.shape: tuple[int, int, int] = tuple(int(v) for v in arr.shape)  # type: ignore[assignment]
+        self.block_row_bytes = 0  # nothing is decoded per block
+
+    def read(self, r0: int, r1: int) -> np.ndarray:
+        """Rows ``r0:r1`` (all columns, all channels), an in-memory copy."""
+        return np.array(self.arr[r0:r1])
+
+    def close(self) -> None:
+        self.arr = None
+
+
+class TiffWindows:
+    """Row ranges of a GeoTIFF read through rasterio windows: only the strip asked for (and
+    GDAL's bounded block cache) is ever in memory."""
+
+    def __init__(self, path: Path):
+        import warnings
+
+        import rasterio
+        from rasterio.errors import NotGeoreferencedWarning
+
+        self.path = str(path)
+        try:
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore", NotGeoreferencedWarning)
+                self.ds = rasterio.open(path)
+        except Exception as exc:
+            raise DataError(f"{path}: unreadable GeoTIFF ({_one_line(exc)})") from None
+        ds = self.ds
+        self.shape = (int(ds.height), int(ds.width), int(ds.count))
+        # One row of decoded blocks across the raster: GDAL's cache must hold it, or every strip
+        # thinner than a block decodes the same compressed tiles again.
+        block_h = int(ds.block_shapes[0][0]) if ds.block_shapes else 1
+        self.block_row_bytes = block_h * ds.width * ds.count * np.dtype(ds.dtypes[0]).itemsize
+        self.georef = None
+        if ds.crs is not None or not ds.transform.is_identity:
+            t = ds.transform
+            self.georef = GeoRef(ds.crs.to_wkt() if ds.crs else None, (t.a, t.b, t.c, t.d, t.e, t.f))
+
+    def read(self, r0: int, r1: int) -> np.ndarray:
+        from rasterio.windows import Window
+
+        try:
+            arr = self.ds.read(window=Window(0, r0, self.shape[1], r1 - r0))
+        except Exception as exc:
+            raise DataError(f"{self.path}: rows {r0}..{r1 - 1} unreadable ({_one_line(exc)})") from None
+        return np.ascontiguousarray(np.moveaxis(arr, 0, -1))
+
+    def close(self) -> None:
+        self.ds.close()
+
+
+def open_windows(path: Path, key: Optional[str] = None):
+    """A strip reader (``shape``, ``georef``, ``read(r0, r1)``, ``close()``) for one raster:
+    GeoTIFF by windows, .npy by memory map; .mat/.npz have no partial read, so they are loaded
+    whole (convert a scene larger than memory to GeoTIFF or .npy)."""
+    path = Path(path)
+    if not path.is_file():
+        raise DataError(f"{path}: file not found")
+    suffix = path.suffix.lower()
+    if suffix in (".tif", ".tiff"):
+        return TiffWindows(path)
+    if suffix == ".npy":
+        try:
+            arr = np.load(path, mmap_mode="r", allow_pickle=False)
+        except Exception as exc:
+            raise DataError(f"{path}: unreadable .npy file ({_one_line(exc)})") from None
+        return ArrayWindows(arr, str(path))
+    arr, geo = read_array(path, key)
+    return ArrayWindows(arr, str(path), geo)
