@@ -114,8 +114,7 @@ def federated_job(cfg: Config, pre: dict, work: Path, security: str = "none", la
 
     ``threads`` per process: the parties stand in for separate machines but share this one's
     cores; with the centralised run's 2 threads each, 3 processes oversubscribe 2 cores and
-    OpenMP spin-waiting makes every step several times slower (measured: 8.4 s vs 1.3 s per
-    epoch on Trento). The numbers do not change: the model is identical either way."""
+    OpenMP spin-waiting makes every step several times slower. The numbers do not change: the model is identical either way."""
     from feddiff_app.broker import start_mosquitto, start_mosquitto_from_conf
 
     shutil.rmtree(work, ignore_errors=True)

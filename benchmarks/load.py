@@ -7,7 +7,7 @@ Every station is a separate `feddiff edge` process holding BOTH modalities (hsi,
 its own region of the synthetic scene (a grid of federation.clients.<name>.region tiles); the
 aggregator asks, per training step, the stations whose regions hold the batch's pixels for
 their codes, and after each round averages each modality's branch weights over all stations,
-weighted by their training samples (Coordinator.average_weights). Small model, threads: 1.
+weighted by their training samples (aggregator.averaging.FedAvg). Small model, threads: 1.
 
 Measured, and written to benchmarks/results/load.json:
 * rounds completed (all of them, or the run fails) and the ledger check;

@@ -21,7 +21,6 @@ from __future__ import annotations
 
 import logging
 import queue
-import socket
 import ssl
 import threading
 import time
@@ -30,53 +29,12 @@ from typing import Callable, Optional
 import paho.mqtt.client as mqtt
 
 from feddiff.errors import FedDiffError
+from feddiff.transport.handles import PublishHandle, SubscribeRefused
+from feddiff.transport.socket_setup import code_text as _code_text, is_failure as _is_failure, no_delay as _no_delay, on_paho_log as _on_paho_log, session_client_id
 
 log = logging.getLogger("feddiff.transport")
 
 MessageCallback = Callable[[str, bytes], None]
-
-
-class SubscribeRefused(FedDiffError):
-    """The broker answered a SUBSCRIBE with a failure code (typically an ACL denial)."""
-
-    def __init__(self, topic: str, code: str, where: str) -> None:
-        self.topic, self.code = topic, code
-        super().__init__(f"MQTT broker at {where} refused the subscription to {topic!r}: {code}")
-
-
-class PublishHandle:
-    """One QoS>0 publish in flight; ``wait`` blocks until the broker acknowledged it."""
-
-    def __init__(self, transport: "MqttTransport", info: mqtt.MQTTMessageInfo, topic: str, qos: int) -> None:
-        self._transport, self._info, self.topic, self.qos = transport, info, topic, qos
-
-    @property
-    def mid(self) -> int:
-        return self._info.mid
-
-    @property
-    def done(self) -> bool:
-        return self.qos == 0 or self._info.is_published()
-
-    def wait(self, timeout: Optional[float] = None) -> None:
-        """Until PUBACK; raises FedDiffError after ``timeout`` (default: the transport's
-        ``publish_timeout``) or if the transport is closed first. Disconnections in between
-        are waited out: paho re-sends the message after reconnecting."""
-        t = self._transport
-        if self.qos == 0:
-            return
-        if threading.current_thread() is getattr(t.client, "_thread", None):
-            raise RuntimeError("publish(wait=True) from the MQTT network thread would deadlock; use wait=False")
-        limit = t.publish_timeout if timeout is None else timeout
-        deadline = time.monotonic() + limit
-        while not self._info.is_published():
-            if t._closing:
-                raise FedDiffError(f"MQTT transport to {t.where} closed before {self.topic!r} was acknowledged")
-            left = deadline - time.monotonic()
-            if left <= 0:
-                state = "connected" if t.connected else "disconnected"
-                raise FedDiffError(f"publish to {self.topic!r} not acknowledged within {limit:g}s by the MQTT broker at {t.where} ({state})")
-            self._info.wait_for_publish(min(left, 0.5))
 
 
 class MqttTransport:
@@ -333,44 +291,3 @@ class MqttTransport:
 
     def __exit__(self, *exc) -> None:
         self.close()
-
-
-_paho_log = logging.getLogger("feddiff.transport.paho")
-
-
-def session_client_id(requested: str, username: Optional[str]) -> str:
-    """The client id the broker will give this connection: the username when there is one.
-
-    Why: provisioned brokers bind the session to the identity (``use_username_as_clientid``;
-    otherwise anyone with a password could take over a predictable client id and wipe that
-    party's session). Presenting the username ourselves keeps our logs and the persistent
-    session's name the same as the broker's; without a username the requested id stands."""
-    return username or requested
-
-
-def _no_delay(client, userdata, sock) -> None:
-    """Disable Nagle's algorithm on the broker connection. A federated step is a chain of small
-    request/reply messages: with Nagle on either end, each one waits for the peer's delayed
-    ACK (40 ms on Linux), measured here as 88 ms per round trip instead of 0.6 ms. The broker
-    needs the same (``set_tcp_nodelay true``, written into every config we generate)."""
-    try:
-        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-    except (OSError, AttributeError):  # not a TCP socket (a unix socket or a websocket wrapper)
-        pass
-
-
-def _on_paho_log(client, userdata, level, buf: str) -> None:
-    """paho's own log, at DEBUG: it reports at ERROR routine states we already handle (e.g.
-    'Client is not connected' while reconnecting). Exceptions caught in our callbacks stay ERROR."""
-    _paho_log.log(logging.ERROR if buf.startswith("Caught exception") else logging.DEBUG, "%s", buf)
-
-
-def _code_text(code: object) -> str:
-    value = getattr(code, "value", code)
-    return f"{code} (0x{value:02x})" if isinstance(value, int) else str(code)
-
-
-def _is_failure(code: object) -> bool:
-    if hasattr(code, "is_failure"):
-        return bool(code.is_failure)
-    return isinstance(code, int) and code >= 0x80
