@@ -29,7 +29,7 @@ def run_infer(args: argparse.Namespace) -> int:
 
     # --strip-pixels: pixels classified per strip (0: the default); memory is a few strips
     res = run_inference(Path(args.model), args.config, Path(args.out), batch=args.batch, provider=args.provider, workers=args.workers,
-                        threads=args.threads, strip_pixels=getattr(args, "strip_pixels", 0))
+                        threads=args.threads, strip_pixels=args.strip_pixels)
     print(f"[infer] provider: {res.provider} (from session.get_providers(); requested {args.provider}); {res.schedule}")
     print(f"[infer] {res.pixels} pixels in {res.seconds:.2f}s ({res.pixels_per_s:,.0f} px/s)")
     if res.metrics is not None:

@@ -79,13 +79,9 @@ class Confusion:
 
     def metrics(self) -> Optional[dict]:
         """OA, AA, kappa, per class and confusion, or None where no pixel is labelled."""
-        from feddiff.metrics import classification_metrics
+        from feddiff.metrics import metrics_from_confusion
 
-        if not self.cm.sum():
-            return None
-        ids = np.arange(self.k * self.k)
-        counts = self.cm.reshape(-1)
-        return classification_metrics(np.repeat(ids // self.k, counts), np.repeat(ids % self.k, counts), self.k)
+        return metrics_from_confusion(self.cm) if self.cm.sum() else None
 
 
 def png_preview(tif: Path, class_names: list[str], png: Path, max_side: int = 2048) -> int:

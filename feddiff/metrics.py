@@ -25,9 +25,15 @@ def confusion_matrix(y_true: np.ndarray, y_pred: np.ndarray, num_classes: int) -
 
 
 def classification_metrics(y_true: np.ndarray, y_pred: np.ndarray, num_classes: int) -> dict:
-    """OA, AA, kappa, per-class accuracy (None for a class absent from ``y_true``: it has no
-    accuracy, and counting it as 0 or 1 would bias AA) and the confusion matrix."""
-    cm = confusion_matrix(y_true, y_pred, num_classes)
+    """OA, AA, kappa, per-class accuracy and the confusion matrix of two label vectors."""
+    return metrics_from_confusion(confusion_matrix(y_true, y_pred, num_classes))
+
+
+def metrics_from_confusion(cm: np.ndarray) -> dict:
+    """The same metrics from a (K, K) confusion alone, so a scene classified strip by strip
+    needs no label vector. A class absent from the truth has accuracy None: it has none, and
+    counting it as 0 or 1 would bias AA."""
+    cm = np.asarray(cm, dtype=np.int64)
     n = int(cm.sum())
     support = cm.sum(axis=1)
     diag = np.diag(cm)

@@ -151,6 +151,7 @@ def build_parser() -> argparse.ArgumentParser:
     sp.add_argument("--provider", choices=["auto", "cpu", "cuda"], default="auto")
     sp.add_argument("--workers", type=int, default=0, help="batches run side by side (0: one per CPU core; 1 on CUDA)")
     sp.add_argument("--threads", type=int, default=0, help="intra-op threads per batch (0: 1 when several workers, else onnxruntime's default)")
+    sp.add_argument("--strip-pixels", type=int, default=0, help="pixels classified per strip (0: 65536); memory stays a few strips whatever the scene's length")
 
     sp = add("demo", cmd_demo, "broker + aggregator + two edge stations on the synthetic scene, end to end")
     sp.add_argument("--config", default=None, help="job YAML (default: the embedded synthetic scene)")
