@@ -23,16 +23,38 @@ import torch.nn.functional as F
 from feddiff.model.unet import _groups, timestep_embedding
 
 
+class PixelGroupNorm(nn.GroupNorm):
+    """GroupNorm whose statistics are taken over each pixel's channel group alone.
+
+    ``nn.GroupNorm`` also averages over the spatial positions, which would let one pixel of a
+    patch shift every other pixel's features; here a pixel is normalised from its own spectrum.
+    On a 1 x 1 patch the two are the same computation, so the library op runs there."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        b, c, h, w = x.shape
+        if h * w == 1:
+            return super().forward(x)
+        g = x.reshape(-1, self.num_groups, c // self.num_groups, h, w)
+        g = (g - g.mean(dim=2, keepdim=True)) * torch.rsqrt(g.var(dim=2, unbiased=False, keepdim=True) + self.eps)
+        return g.reshape(-1, c, h, w) * self.weight[:, None, None] + self.bias[:, None, None]
+
+
+def _pixel_groups(channels: int, wanted: int) -> int:
+    """At least four channels per group: a per-pixel group of one channel normalises to a
+    constant (mean removed, unit variance of a single value), erasing the spectrum."""
+    return _groups(channels, max(1, min(wanted, channels // 4)))
+
+
 class PixelResBlock(nn.Module):
     """GroupNorm -> SiLU -> 1x1 conv, timestep added, twice; residual (projected when the width
     changes). The per-pixel counterpart of ``unet.ResBlock``."""
 
     def __init__(self, cin: int, cout: int, tdim: int, groups: int) -> None:
         super().__init__()
-        self.norm1 = nn.GroupNorm(_groups(cin, groups), cin)
+        self.norm1 = PixelGroupNorm(_pixel_groups(cin, groups), cin)
         self.lin1 = nn.Conv2d(cin, cout, 1)
         self.temb = nn.Linear(tdim, cout)
-        self.norm2 = nn.GroupNorm(_groups(cout, groups), cout)
+        self.norm2 = PixelGroupNorm(_pixel_groups(cout, groups), cout)
         self.lin2 = nn.Conv2d(cout, cout, 1)
         self.skip = nn.Conv2d(cin, cout, 1) if cin != cout else nn.Identity()
 
@@ -85,7 +107,7 @@ class SpectralDenoiser(nn.Module):
                 self.up.append(PixelResBlock(ch + widths.pop(), base_channels * mult, tdim, groups))
                 ch = base_channels * mult
         self.up.append(PixelResBlock(ch + widths.pop(), base_channels, tdim, groups))
-        self.out = nn.Sequential(nn.GroupNorm(_groups(base_channels, groups), base_channels), nn.SiLU(), nn.Conv2d(base_channels, in_channels, 1))
+        self.out = nn.Sequential(PixelGroupNorm(_pixel_groups(base_channels, groups), base_channels), nn.SiLU(), nn.Conv2d(base_channels, in_channels, 1))
 
     def stem(self, x: torch.Tensor) -> torch.Tensor:
         """The first (linear) layer; ``DiffusionFeatures`` runs it once per patch."""
