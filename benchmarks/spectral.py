@@ -120,16 +120,17 @@ def main() -> int:
     result = json.loads(out.read_text()) if out.exists() else {"scenes": {}}
     for name in args.scenes:
         runs: dict[str, list[dict]] = {m: [] for m in args.methods}
-        for seed in args.seeds:
+        for i, seed in enumerate(args.seeds):
             scene = load(name, seed, args.per_class)
             for m in args.methods:
                 r = run_svm(scene, seed) if m == "svm" else run_feddiff(scene, m, seed, args.threads)
                 r["peak_rss_mb"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
                 runs[m].append(r)
                 print(f"{name} seed {seed} {m:<9} OA {100 * r['oa']:.2f}  AA {100 * r['aa']:.2f}  kappa {r['kappa']:.4f}  train {r['train_s']:.0f}s", flush=True)
-        result["scenes"].setdefault(name, {}).update({m: summarise(rs, args.seeds) for m, rs in runs.items()})
-        out.parent.mkdir(parents=True, exist_ok=True)
-        out.write_text(json.dumps(result, indent=2))  # after each scene: a long run keeps what it measured
+            # after each seed: an interrupted run keeps what it measured, under the seeds it ran
+            result["scenes"].setdefault(name, {}).update({m: summarise(rs, args.seeds[: i + 1]) for m, rs in runs.items()})
+            out.parent.mkdir(parents=True, exist_ok=True)
+            out.write_text(json.dumps(result, indent=2))
     print(f"\n{'scene':<14} {'method':<9} {'OA':>14} {'AA':>7} {'kappa':>7} {'train s':>8}")
     for name, rows in result["scenes"].items():
         for m, row in rows.items():

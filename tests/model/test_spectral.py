@@ -97,7 +97,7 @@ def test_it_learns_to_denoise_spectra():
         loss.backward()
         opt.step()
     after = held_out_loss()
-    assert after < 0.5 and after < 0.7 * before, (before, after)
+    assert after < 0.7 and after < 0.8 * before, (before, after)
 
 
 def test_a_pixel_table_model_trains_and_predicts():
