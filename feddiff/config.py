@@ -41,6 +41,9 @@ class SyntheticSpec:
     cols: int = field(default=128, metadata=_rng(16, 4096))
     bands: int = field(default=32, metadata=_rng(4, 512))
     train_per_class: int = field(default=40, metadata=_rng(1))
+    # A third modality, "sar" (VV, VH backscatter in dB with speckle), and a seventh class,
+    # ploughed soil, that only it tells from bare soil (data.synthetic); off keeps the scene as is.
+    sar: bool = False
 
 
 @dataclass
@@ -105,6 +108,9 @@ class CommSpec:
 @dataclass
 class ModelSpec:
     patch_size: int = field(default=8, metadata=_rng(1, 64))
+    # Denoiser of the diffusion branch: the 2-D U-Net, or the per-pixel residual MLP of
+    # model.spectral (sized by the same unet section); auto = spectral when patch_size is 1.
+    denoiser: str = field(default="auto", metadata=_rng(choices=("auto", "unet", "spectral")))
     unet: UNetSpec = field(default_factory=UNetSpec)
     schedule: ScheduleSpec = field(default_factory=ScheduleSpec)
     feature_timesteps: list[int] = field(default_factory=lambda: [5, 50, 150])

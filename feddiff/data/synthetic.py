@@ -13,6 +13,13 @@ and vegetation over gentle terrain, like the unlabelled bulk of a real benchmark
 object has its own brightness, spectral tilt and height offset; every pixel gets sensor noise;
 the one-pixel rim of an object is a mixed pixel and stays unlabelled. Objects are laid out one
 per tile with the classes dealt round-robin, so every class appears in every scene size.
+
+With ``sar`` a third modality joins, built the same way so that it carries what the other two
+lack: a seventh class, ploughed soil, has bare soil's spectrum and height but a rough surface,
+which only SAR backscatter sees. In turn SAR alone cannot tell grass from trees (one vegetation
+return) nor red from grey roofs (one double bounce), so every pair of modalities confuses one
+designed pair of classes and only all three separate every class. The default (no SAR) scene is
+drawn exactly as before: the SAR draws come after every other draw.
 """
 
 from __future__ import annotations
@@ -34,21 +41,29 @@ class _Class:
     height_sd: float  # object-to-object spread of the height, m
     roughness: float  # pixel-to-pixel spread of the height, m
     shape: str  # "blob" (rectangle or ellipse), "rect" or "strip"
+    backscatter: float = -11.0  # SAR VV, dB (only drawn with ``sar``)
+    depolarisation: float = 8.0  # VV - VH, dB: lower for volume scatterers
+
+
 
 
 CLASSES = [
-    _Class("low grass", "vegetation", 0.3, 0.05, 0.08, "blob"),
-    _Class("tall trees", "vegetation", 12.0, 1.5, 1.2, "blob"),
-    _Class("asphalt road", "asphalt", 0.0, 0.03, 0.05, "strip"),
-    _Class("bare soil", "soil", 0.2, 0.05, 0.1, "blob"),
-    _Class("red roof", "red_roof", 8.0, 0.8, 0.15, "rect"),
-    _Class("grey roof", "asphalt", 8.0, 0.8, 0.15, "rect"),
+    _Class("low grass", "vegetation", 0.3, 0.05, 0.08, "blob", -11.0, 5.0),
+    _Class("tall trees", "vegetation", 12.0, 1.5, 1.2, "blob", -11.0, 5.0),
+    _Class("asphalt road", "asphalt", 0.0, 0.03, 0.05, "strip", -19.0),
+    _Class("bare soil", "soil", 0.2, 0.05, 0.1, "blob", -15.0),
+    _Class("red roof", "red_roof", 8.0, 0.8, 0.15, "rect", -5.0),
+    _Class("grey roof", "asphalt", 8.0, 0.8, 0.15, "rect", -5.0),
 ]
 CLASS_NAMES = [c.name for c in CLASSES]
+PLOUGHED = _Class("ploughed soil", "soil", 0.2, 0.05, 0.1, "blob", -6.0)  # only with ``sar``
+SAR_CLASSES = CLASSES + [PLOUGHED]
 
 _HSI_NOISE = 0.012
 _INTENSITY_NOISE = 0.06
 _MIN_TILE = 5
+_SAR_LOOKS = 4  # speckle: intensity times Gamma(L, 1/L), about 2.3 dB spread per pixel
+_SAR_BACKGROUND = -13.0
 
 
 def _spectra(wl: np.ndarray) -> dict[str, np.ndarray]:
@@ -111,9 +126,9 @@ def _erode(mask: np.ndarray) -> np.ndarray:
     return m[1:-1, 1:-1] & m[:-2, 1:-1] & m[2:, 1:-1] & m[1:-1, :-2] & m[1:-1, 2:]
 
 
-def _layout(rng: np.random.Generator, rows: int, cols: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+def _layout(rng: np.random.Generator, rows: int, cols: int, classes: list[_Class]) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """(object id map with -1 for background, interior mask, class of each object)."""
-    k = len(CLASSES)
+    k = len(classes)
     t = _tile_size(rows, cols, k)
     n_r, n_c = rows // t, cols // t
     n_obj = n_r * n_c
@@ -124,7 +139,7 @@ def _layout(rng: np.random.Generator, rows: int, cols: int) -> tuple[np.ndarray,
     off_r, off_c = (rows - n_r * t) // 2, (cols - n_c * t) // 2
     for i in range(n_obj):
         r0, c0 = off_r + (i // n_c) * t, off_c + (i % n_c) * t
-        m = _object_mask(rng, t, CLASSES[obj_class[i]].shape)
+        m = _object_mask(rng, t, classes[obj_class[i]].shape)
         oid[r0 : r0 + t, c0 : c0 + t][m] = i
         interior[r0 : r0 + t, c0 : c0 + t] |= _erode(m)
     return oid, interior, obj_class
@@ -132,11 +147,12 @@ def _layout(rng: np.random.Generator, rows: int, cols: int) -> tuple[np.ndarray,
 
 def make_synthetic_scene(spec: SyntheticSpec) -> Scene:
     """The seeded scene for ``spec``: modalities ``hsi`` (rows x cols x bands reflectance) and
-    ``lidar`` (height m, intensity), ``spec.train_per_class`` training pixels per class and every
-    other labelled pixel for testing."""
+    ``lidar`` (height m, intensity), and ``sar`` (VV, VH dB) when ``spec.sar``;
+    ``spec.train_per_class`` training pixels per class and every other labelled pixel for testing."""
     rng = np.random.default_rng(spec.seed)
     h, w, bands = spec.rows, spec.cols, spec.bands
-    oid, interior, obj_class = _layout(rng, h, w)
+    classes = SAR_CLASSES if spec.sar else CLASSES
+    oid, interior, obj_class = _layout(rng, h, w, classes)
     n_obj = obj_class.shape[0]
     inside = oid >= 0
     wl = np.linspace(400.0, 1000.0, bands)
@@ -149,12 +165,12 @@ def make_synthetic_scene(spec: SyntheticSpec) -> Scene:
     bg_height = ground + rng.normal(0, 0.2, (h, w))
 
     # Objects: per-object brightness, tilt and height, drawn once per object.
-    spec_table = np.stack([spectra[c.spectrum] for c in CLASSES])  # K, B
+    spec_table = np.stack([spectra[c.spectrum] for c in classes])  # K, B
     bright = rng.normal(1.0, 0.08, n_obj)
     tilt = rng.normal(0.0, 0.03, n_obj)
-    height_mean = np.array([c.height for c in CLASSES])[obj_class]
-    height_obj = np.maximum(height_mean + rng.normal(0, 1, n_obj) * np.array([c.height_sd for c in CLASSES])[obj_class], 0)
-    rough = np.array([c.roughness for c in CLASSES])[obj_class]
+    height_mean = np.array([c.height for c in classes])[obj_class]
+    height_obj = np.maximum(height_mean + rng.normal(0, 1, n_obj) * np.array([c.height_sd for c in classes])[obj_class], 0)
+    rough = np.array([c.roughness for c in classes])[obj_class]
 
     o = np.where(inside, oid, 0)
     obj_hsi = spec_table[obj_class[o]] * bright[o][..., None] + tilt[o][..., None] * ((wl - 700) / 600)[None, None, :]
@@ -167,14 +183,31 @@ def make_synthetic_scene(spec: SyntheticSpec) -> Scene:
     height = np.maximum(alpha * obj_height + (1 - alpha) * bg_height, 0)
     intensity = 0.3 + rng.normal(0, 0.02, n_obj)[o] * inside + rng.normal(0, _INTENSITY_NOISE, (h, w))
     lidar = np.stack([height, intensity], axis=-1)
+    modalities = {"hsi": hsi.astype(np.float32), "lidar": lidar.astype(np.float32)}
+    if spec.sar:
+        modalities["sar"] = _sar(rng, classes, obj_class, o, alpha).astype(np.float32)
 
     labels = np.where(interior, obj_class[o] + 1, 0).astype(np.int64)
     train, test = per_class_split(labels, spec.seed, per_class=spec.train_per_class)
     return Scene(
         name=f"synthetic-{spec.seed}",
-        modalities={"hsi": hsi.astype(np.float32), "lidar": lidar.astype(np.float32)},
+        modalities=modalities,
         train_labels=train,
         test_labels=test,
-        class_names=list(CLASS_NAMES),
+        class_names=[c.name for c in classes],
         meta={"wavelengths_nm": wl.tolist(), "synthetic": True},
     ).validate()
+
+
+def _sar(rng: np.random.Generator, classes: list[_Class], obj_class: np.ndarray, o: np.ndarray, alpha: np.ndarray) -> np.ndarray:
+    """(rows, cols, 2) VV and VH backscatter in dB: per-object level (1 dB spread), rim pixels
+    mixed in linear power like the other modalities, then multiplicative speckle."""
+    n_obj = obj_class.shape[0]
+    vv_obj = np.array([c.backscatter for c in classes])[obj_class] + rng.normal(0, 1.0, n_obj)
+    vh_obj = vv_obj - np.array([c.depolarisation for c in classes])[obj_class]
+    out = []
+    for obj_db, bg_db in ((vv_obj, _SAR_BACKGROUND), (vh_obj, _SAR_BACKGROUND - 7.0)):
+        power = alpha * 10 ** (obj_db[o] / 10) + (1 - alpha) * 10 ** (bg_db / 10)
+        speckle = rng.gamma(_SAR_LOOKS, 1 / _SAR_LOOKS, power.shape)
+        out.append(10 * np.log10(power * speckle))
+    return np.stack(out, axis=-1)

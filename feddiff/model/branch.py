@@ -15,6 +15,7 @@ from feddiff.config import ModelSpec
 from feddiff.model.comm import LowRankEncoder, Packed
 from feddiff.model.features import DiffusionFeatures
 from feddiff.model.schedule import NoiseSchedule
+from feddiff.model.spectral import SpectralDenoiser
 from feddiff.model.unet import DenoisingUNet, _groups
 
 
@@ -29,6 +30,21 @@ def conv_path(cin: int, hc: int, groups: int) -> nn.Sequential:
     )
 
 
+def denoiser_kind(spec: ModelSpec) -> str:
+    """``unet`` or ``spectral``: what ``model.denoiser`` resolves to. A 1 x 1 patch has no
+    spatial structure for a 2-D U-Net to model, so ``auto`` picks the per-pixel denoiser there."""
+    if spec.denoiser == "auto":
+        return "spectral" if spec.patch_size == 1 else "unet"
+    return spec.denoiser
+
+
+def make_denoiser(in_channels: int, spec: ModelSpec) -> DenoisingUNet | SpectralDenoiser:
+    u = spec.unet
+    if denoiser_kind(spec) == "spectral":
+        return SpectralDenoiser(in_channels, spec.patch_size, u.base_channels, u.channel_mult, u.num_res_blocks, u.groups)
+    return DenoisingUNet(in_channels, spec.patch_size, u.base_channels, u.channel_mult, u.num_res_blocks, u.attention, u.freq_block, u.groups)
+
+
 def make_schedule(spec: ModelSpec) -> NoiseSchedule:
     s = spec.schedule
     return NoiseSchedule(s.timesteps, s.beta_schedule, s.beta_start, s.beta_end)
@@ -41,10 +57,7 @@ class ModalityBranch(nn.Module):
         self.in_channels = in_channels
         self.patch_size = spec.patch_size
         self.head_channels = hc
-        u = spec.unet
-        self.unet = DenoisingUNet(
-            in_channels, spec.patch_size, u.base_channels, u.channel_mult, u.num_res_blocks, u.attention, u.freq_block, g
-        )
+        self.unet = make_denoiser(in_channels, spec)  # "unet" names the denoiser in checkpoints, whichever kind
         self.use_diffusion = spec.use_diffusion
         self.features = DiffusionFeatures(self.unet, make_schedule(spec), spec.feature_timesteps, seed) if spec.use_diffusion else None
         self.raw_path = conv_path(in_channels, hc, g)

@@ -2,7 +2,9 @@
 
 The noise added at each timestep is a fixed tensor drawn once from a seed and stored as a
 buffer, so extraction is a pure function of the patch: the ONNX export reproduces it exactly
-and every base station computes the same features for the same pixel.
+and every base station computes the same features for the same pixel. Either denoiser fits
+(``unet.DenoisingUNet`` or ``spectral.SpectralDenoiser``): both expose a linear ``stem``,
+``encode_stem`` and ``mid_channels``.
 """
 
 from __future__ import annotations
@@ -11,11 +13,12 @@ import torch
 import torch.nn as nn
 
 from feddiff.model.schedule import NoiseSchedule
+from feddiff.model.spectral import SpectralDenoiser
 from feddiff.model.unet import DenoisingUNet
 
 
 class DiffusionFeatures(nn.Module):
-    def __init__(self, unet: DenoisingUNet, schedule: NoiseSchedule, timesteps: list[int], seed: int = 0) -> None:
+    def __init__(self, unet: DenoisingUNet | SpectralDenoiser, schedule: NoiseSchedule, timesteps: list[int], seed: int = 0) -> None:
         super().__init__()
         self.unet = unet
         self.timesteps = list(timesteps)

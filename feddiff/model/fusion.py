@@ -1,10 +1,13 @@
-"""Aggregator side: decode each station's codes, then the three-stream gated fusion head.
+"""Aggregator side: decode each station's codes, then the gated fusion head.
 
 The gated FR block, FR(a, b) = [a + sigmoid(conv_r(a)) * b] + [a + sigmoid(conv_c(a)) * b],
 is FedDiff's bilateral connection: the cross-modal stream feeds each modality's raw map with the
 other modality's diffusion map, FR(raw_1 + diff_2, raw_2 + diff_1); one more stream per modality
-fuses its own raw and diffusion maps. Only the cross stream predicts; the single streams are
-tied to it by the MSE term of the loss.
+fuses its own raw and diffusion maps. Only the cross streams predict; the single streams are
+tied to the prediction by the MSE term of the loss.
+
+N modalities: one bilateral connection per PAIR of modalities, the prediction the mean of the
+pairs' logits (see ``FusionHead``).
 """
 
 from __future__ import annotations
@@ -56,6 +59,22 @@ class Stream(nn.Module):
 
 
 class FusionHead(nn.Module):
+    """Decoders, one single stream per modality and one cross stream per pair of modalities.
+
+    Why pairwise rather than a hub (one stream fed with the sum or mean of every other
+    modality's diffusion map): the FR block is a two-input gate, and a pair's gates decide how
+    much of THAT other modality to admit. A hub would mix the others before any gate sees them,
+    so a modality that helps on some classes and is noise on others could not be weighed apart
+    from the rest, and a third modality's own interaction with each of the first two would be
+    averaged away. The cost is N (N - 1) / 2 streams, each a few 1 x 1 convolutions on 2 x 2 maps:
+    small next to the branches for the few modalities a scene has (3 for HSI + SAR + DSM).
+    The prediction is the mean of the pairs' logits, so its scale does not grow with N.
+
+    N = 2 is exactly FedDiff's head: the one pair is ``cross`` (same name, same creation order,
+    so the same parameters for the same seed), ``pairs`` is empty and the mean of one is itself.
+    Pairs beyond the first are ``pairs["a|b"]`` in modality order.
+    """
+
     def __init__(
         self,
         modalities: list[str],
@@ -73,6 +92,7 @@ class FusionHead(nn.Module):
         self.bottleneck = nn.Conv2d(channels, channels, 1)  # shared by every stream
         self.single = nn.ModuleDict({m: Stream(channels, num_classes, groups, dropout) for m in modalities})
         self.cross = Stream(channels, num_classes, groups, dropout) if len(modalities) >= 2 else None
+        self.pairs = nn.ModuleDict({pair_key(a, b): Stream(channels, num_classes, groups, dropout) for a, b in modality_pairs(self.modalities)[1:]})
 
     def unflatten(self, name: str, wire: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         flat = self.decoders[name](wire) if self.decoders is not None else wire
@@ -86,5 +106,18 @@ class FusionHead(nn.Module):
         singles = {m: self.single[m](raw, diff) for m, (raw, diff) in maps.items()}
         if self.cross is None:
             return next(iter(singles.values())), {}
-        (r1, d1), (r2, d2) = maps[self.modalities[0]], maps[self.modalities[1]]
-        return self.cross(r1 + d2, r2 + d1), singles
+        logits = []
+        for a, b in modality_pairs(self.modalities):
+            stream = self.cross if not logits else self.pairs[pair_key(a, b)]
+            (ra, da), (rb, db) = maps[a], maps[b]
+            logits.append(stream(ra + db, rb + da))
+        return (logits[0] if len(logits) == 1 else torch.stack(logits).mean(dim=0)), singles
+
+
+def modality_pairs(modalities: list[str]) -> list[tuple[str, str]]:
+    """Every unordered pair, in modality order: (m0, m1), (m0, m2), ..., (m1, m2), ..."""
+    return [(a, b) for i, a in enumerate(modalities) for b in modalities[i + 1 :]]
+
+
+def pair_key(a: str, b: str) -> str:
+    return f"{a}|{b}"

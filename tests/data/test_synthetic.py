@@ -10,7 +10,7 @@ import pytest
 
 from feddiff.config import SyntheticSpec
 from feddiff.data.normalise import BandStats
-from feddiff.data.synthetic import make_synthetic_scene
+from feddiff.data.synthetic import CLASS_NAMES, make_synthetic_scene
 
 
 def nearest_centroid(scene, mods: list[str]) -> np.ndarray:
@@ -87,3 +87,26 @@ def test_default_scene_is_fast():
     s = make_synthetic_scene(SyntheticSpec())
     assert time.perf_counter() - t < 1.5
     assert s.shape == (96, 128) and s.bands() == {"hsi": 32, "lidar": 2}
+
+
+@pytest.mark.parametrize("spec", [SyntheticSpec(seed=0, sar=True), SyntheticSpec(seed=3, rows=40, cols=48, bands=12, train_per_class=25, sar=True)])
+def test_sar_is_the_third_modality_each_pair_needs(spec):
+    """With ``sar`` every pair of modalities confuses one designed pair of classes that the
+    third modality separates, and all three together separate every class."""
+    s = make_synthetic_scene(spec)
+    assert s.bands()["sar"] == 2 and s.num_classes == 7 and s.class_names[-1] == "ploughed soil"
+    names = s.class_names
+    cms = {tuple(m): nearest_centroid(s, list(m)) for m in (["hsi", "lidar", "sar"], ["hsi", "lidar"], ["hsi", "sar"], ["lidar", "sar"])}
+    oa = {"+".join(k): accuracy(cm) for k, cm in cms.items()}
+    assert oa["hsi+lidar+sar"] > 0.97 and oa["hsi+lidar+sar"] - max(v for k, v in oa.items() if k.count("+") == 1) > 0.04, oa
+    assert confusion_rate(cms[("hsi", "lidar")], names, "bare soil", "ploughed soil") > 0.1
+    assert confusion_rate(cms[("hsi", "sar")], names, "low grass", "tall trees") > 0.1
+    assert confusion_rate(cms[("lidar", "sar")], names, "red roof", "grey roof") > 0.1
+    for a, b in [("bare soil", "ploughed soil"), ("low grass", "tall trees"), ("red roof", "grey roof")]:
+        assert confusion_rate(cms[("hsi", "lidar", "sar")], names, a, b) < 0.05, (a, b)
+
+
+def test_sar_is_opt_in_and_leaves_the_default_scene_alone():
+    plain = make_synthetic_scene(SyntheticSpec(seed=4, rows=32, cols=48, bands=10, train_per_class=5))
+    assert set(plain.modalities) == {"hsi", "lidar"} and plain.num_classes == 6
+    assert plain.class_names == CLASS_NAMES
