@@ -62,6 +62,11 @@ def load_checkpoint(path: Path) -> tuple[FedDiffNet | EnsembleNet, dict]:
 
 
 def _strip_source(d: dict) -> dict:
+    """The stored config as ``config_from_dict`` takes it. A checkpoint written before
+    ``model.denoiser`` existed was trained with the U-Net whatever its patch size: say so, or
+    ``auto`` would rebuild a patch-size-1 model with the spectral denoiser and refuse its weights."""
     d = dict(d)
     d.pop("source", None)
+    if isinstance(d.get("model"), dict) and "denoiser" not in d["model"]:
+        d["model"] = {**d["model"], "denoiser": "unet"}
     return d
