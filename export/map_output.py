@@ -25,22 +25,14 @@ class MapWriter:
 
     def __init__(self, path: Path, shape: tuple[int, int], georef: Optional[GeoRef], class_names: list[str]):
         import rasterio
-        from affine import Affine
         from rasterio.errors import NotGeoreferencedWarning
 
-        from feddiff.maps import palette
+        from feddiff.maps import map_profile, palette
 
         k = len(class_names)
         if k > 255:
             raise FedDiffError(f"a uint8 class map holds at most 255 classes, got {k}")
-        h, w = shape
-        profile = {"driver": "GTiff", "height": h, "width": w, "count": 1, "dtype": "uint8", "nodata": 0, "compress": "deflate"}
-        if h >= TILE and w >= TILE:
-            profile.update(tiled=True, blockxsize=TILE, blockysize=TILE)
-        if georef is not None:
-            profile["transform"] = Affine(*georef.transform)
-            if georef.crs_wkt:
-                profile["crs"] = georef.crs_wkt
+        profile = map_profile(shape, georef, tile=TILE)
         Path(path).parent.mkdir(parents=True, exist_ok=True)
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", NotGeoreferencedWarning)

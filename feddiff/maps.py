@@ -92,7 +92,6 @@ def write_geotiff_map(
     import warnings
 
     import rasterio
-    from affine import Affine
     from rasterio.errors import NotGeoreferencedWarning
 
     cm = np.asarray(class_map)
@@ -101,12 +100,7 @@ def write_geotiff_map(
     if num_classes > 255:
         raise ValueError(f"a uint8 class map holds at most 255 classes, got {num_classes}")
     cm = _check_map(cm, num_classes)
-    profile = {"driver": "GTiff", "height": cm.shape[0], "width": cm.shape[1], "count": 1,
-               "dtype": "uint8", "nodata": 0, "compress": "deflate"}
-    if georef is not None:
-        profile["transform"] = Affine(*georef.transform)
-        if georef.crs_wkt:
-            profile["crs"] = georef.crs_wkt
+    profile = map_profile(cm.shape, georef)
     Path(path).parent.mkdir(parents=True, exist_ok=True)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", NotGeoreferencedWarning)
@@ -115,3 +109,19 @@ def write_geotiff_map(
             ds.write_colormap(1, {i: (*c, 255) for i, c in enumerate(palette(num_classes))})
             if class_names:
                 ds.update_tags(1, **{f"class_{i}": n for i, n in enumerate(class_names, start=1)})
+
+
+def map_profile(shape: tuple[int, int], georef: Optional[GeoRef], tile: Optional[int] = None) -> dict:
+    """The rasterio profile of a uint8 class map (0 = nodata, deflate), tiled when ``tile`` is
+    given and the map is at least one tile each way, georeferenced when ``georef`` is known."""
+    from affine import Affine
+
+    h, w = shape
+    profile = {"driver": "GTiff", "height": h, "width": w, "count": 1, "dtype": "uint8", "nodata": 0, "compress": "deflate"}
+    if tile and h >= tile and w >= tile:
+        profile.update(tiled=True, blockxsize=tile, blockysize=tile)
+    if georef is not None:
+        profile["transform"] = Affine(*georef.transform)
+        if georef.crs_wkt:
+            profile["crs"] = georef.crs_wkt
+    return profile

@@ -18,9 +18,8 @@ from __future__ import annotations
 
 import torch
 import torch.nn as nn
-import torch.nn.functional as F
 
-from feddiff.model.unet import _groups, timestep_embedding
+from feddiff.model.unet import ResBlock, _groups, timestep_embedding
 
 
 class PixelGroupNorm(nn.GroupNorm):
@@ -45,24 +44,9 @@ def _pixel_groups(channels: int, wanted: int) -> int:
     return _groups(channels, max(1, min(wanted, channels // 4)))
 
 
-class PixelResBlock(nn.Module):
-    """GroupNorm -> SiLU -> 1x1 conv, timestep added, twice; residual (projected when the width
-    changes). The per-pixel counterpart of ``unet.ResBlock``."""
-
-    def __init__(self, cin: int, cout: int, tdim: int, groups: int) -> None:
-        super().__init__()
-        self.norm1 = PixelGroupNorm(_pixel_groups(cin, groups), cin)
-        self.lin1 = nn.Conv2d(cin, cout, 1)
-        self.temb = nn.Linear(tdim, cout)
-        self.norm2 = PixelGroupNorm(_pixel_groups(cout, groups), cout)
-        self.lin2 = nn.Conv2d(cout, cout, 1)
-        self.skip = nn.Conv2d(cin, cout, 1) if cin != cout else nn.Identity()
-
-    def forward(self, x: torch.Tensor, temb: torch.Tensor) -> torch.Tensor:
-        h = self.lin1(F.silu(self.norm1(x)))
-        h = h + self.temb(F.silu(temb))[:, :, None, None]
-        h = self.lin2(F.silu(self.norm2(h)))
-        return self.skip(x) + h
+def PixelResBlock(cin: int, cout: int, tdim: int, groups: int) -> ResBlock:
+    """``unet.ResBlock`` per pixel: 1 x 1 convolutions and the per-pixel group norm."""
+    return ResBlock(cin, cout, tdim, groups, kernel=1, norm=lambda c: PixelGroupNorm(_pixel_groups(c, groups), c))
 
 
 class SpectralDenoiser(nn.Module):

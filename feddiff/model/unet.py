@@ -10,6 +10,7 @@ which dropped the imaginary part), and it exports to plain ONNX MatMuls.
 from __future__ import annotations
 
 import math
+from typing import Callable, Optional
 
 import torch
 import torch.nn as nn
@@ -97,13 +98,19 @@ class FrequencyBlock(nn.Module):
 
 
 class ResBlock(nn.Module):
-    def __init__(self, cin: int, cout: int, tdim: int, groups: int) -> None:
+    """GroupNorm -> SiLU -> conv, timestep added, twice; residual (projected when the width
+    changes). ``kernel`` and ``norm`` let the spectral denoiser reuse it per pixel (1 x 1, its
+    own per-pixel norm) with the same parameter names and order."""
+
+    def __init__(self, cin: int, cout: int, tdim: int, groups: int, kernel: int = 3,
+                 norm: Optional[Callable[[int], nn.Module]] = None) -> None:
         super().__init__()
-        self.norm1 = nn.GroupNorm(_groups(cin, groups), cin)
-        self.conv1 = nn.Conv2d(cin, cout, 3, padding=1)
+        norm = norm or (lambda c: nn.GroupNorm(_groups(c, groups), c))
+        self.norm1 = norm(cin)
+        self.conv1 = nn.Conv2d(cin, cout, kernel, padding=kernel // 2)
         self.temb = nn.Linear(tdim, cout)
-        self.norm2 = nn.GroupNorm(_groups(cout, groups), cout)
-        self.conv2 = nn.Conv2d(cout, cout, 3, padding=1)
+        self.norm2 = norm(cout)
+        self.conv2 = nn.Conv2d(cout, cout, kernel, padding=kernel // 2)
         self.skip = nn.Conv2d(cin, cout, 1) if cin != cout else nn.Identity()
 
     def forward(self, x: torch.Tensor, temb: torch.Tensor) -> torch.Tensor:

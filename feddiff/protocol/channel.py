@@ -23,6 +23,7 @@ import numpy as np
 from feddiff.protocol import topics
 from feddiff.protocol.arrays import MAX_ELEMENTS, decode_arrays, encode_arrays
 from feddiff.protocol.envelope import describe_payload, pack, unpack
+from feddiff.protocol.filters import check_topic_sender
 from feddiff.protocol.message import EnvelopeError, FilterChain, Header, Message
 
 log = logging.getLogger("feddiff.protocol")
@@ -189,7 +190,7 @@ class Channel:
                 return None  # a chunk awaiting its siblings, or a duplicate
             if msg.header.job != self.job:
                 raise EnvelopeError("wrong_job", f"message of job {msg.header.job!r} on a channel of job {self.job!r}")
-            _check_sender(topic, msg.header.sender)
+            check_topic_sender(topic, msg.header.sender)
             arrays, meta = decode_arrays(msg.payload, self.max_elements)
         except EnvelopeError as exc:
             self._reject(topic, exc.reason, str(exc))
@@ -201,13 +202,3 @@ class Channel:
         with self._stats_lock:
             self.stats.messages_received += 1
         return Received(topic, msg.header, arrays, meta)
-
-
-def _check_sender(topic: str, sender: str) -> None:
-    """An uplink or presence topic belongs to one client: only that client may be the sender."""
-    try:
-        _job, kind, client = topics.parse_topic(topic)
-    except ValueError:
-        return  # a topic outside the scheme the application subscribed to itself
-    if kind in ("up", "presence") and client != sender:
-        raise EnvelopeError("wrong_topic", f"{sender!r} sent on {topic!r}")
