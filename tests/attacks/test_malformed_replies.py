@@ -120,15 +120,15 @@ def test_replies_nobody_asked_for_do_not_pile_up_in_the_early_buffer(tmp_path, m
     """Item 5: the early-reply buffer keeps what a pipelined round can send ahead (a reply kind,
     this round, the next steps) within a byte budget; a flood of other rounds' steps and made-up
     kinds is dropped, and the genuine early reply is still there when it is awaited."""
-    link, st = wired(config(tmp_path, mosquitto.port, label_holder="hsi", max_message_bytes=1 << 20))
+    link, st = wired(config(tmp_path, mosquitto.port, label_holder="lidar", max_message_bytes=1 << 20))
     blob = {"x": np.zeros(100_000, np.uint8)}
     for i in range(60):
         st["lidar"].send(topics.uplink("j1", "lidar"), jobs.FEATURES, blob, round=1, step=10 + i, meta={"attempt": 0})
         st["lidar"].send(topics.uplink("j1", "lidar"), f"junk{i}", blob, round=1, step=1, meta={"attempt": 0})
     for s in range(1, 4):  # pipelined answers to steps 1..3: more bytes than a sender may park
         st["lidar"].send(topics.uplink("j1", "lidar"), jobs.FEATURES, {"x": np.zeros(900_000, np.uint8)}, round=1, step=s, meta={"attempt": 0})
-    send(st["hsi"], "hsi", CeGrad(np.zeros((4, 3), np.float32), 0.5, 1), rnd=1, step=0)
-    link.collect(CeGrad, {"hsi"}, 1, 0)
+    send(st["lidar"], "lidar", CeGrad(np.zeros((4, 3), np.float32), 0.5, 1), rnd=1, step=0)  # same publisher: arrives last
+    link.collect(CeGrad, {"lidar"}, 1, 0)
     early = link.collector.early
     parked = sum(a.nbytes for m in early.values() for a in m.arrays.values())
     assert parked <= 2 * (1 << 20), f"{len(early)} early replies pin {parked} bytes"
