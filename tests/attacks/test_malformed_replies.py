@@ -134,3 +134,25 @@ def test_replies_nobody_asked_for_do_not_pile_up_in_the_early_buffer(tmp_path, m
     assert parked <= 2 * (1 << 20), f"{len(early)} early replies pin {parked} bytes"
     assert set(early) == {(jobs.FEATURES, 1, 1, "lidar"), (jobs.FEATURES, 1, 2, "lidar")}
     assert set(link.collector.collect(jobs.FEATURES, {"lidar"}, 1, 1, timeout=1)) == {"lidar"}  # served from the buffer
+
+
+def test_weights_of_a_foreign_shape_fail_the_round_naming_the_group(tmp_path, mosquitto):
+    from aggregator.averaging import FedAvg
+    from feddiff.protocol.messages import Weights
+
+    doc = {"name": "j1", "scene": {"synthetic": {"seed": 1, "rows": 16, "cols": 16, "bands": 6, "train_per_class": 5}},
+           "federation": {"job": "j1", "broker": {"host": "127.0.0.1", "port": mosquitto.port},
+                          "clients": {"a": {"modalities": ["hsi"], "region": [0, 8, 0, 16]}, "b": {"modalities": ["hsi"], "region": [8, 16, 0, 16]},
+                                      "l": {"modalities": ["lidar"]}}}}
+    (tmp_path / "job.yaml").write_text(yaml.safe_dump(doc))
+    cfg = load_config(tmp_path / "job.yaml")
+    channel = open_channel(cfg, "aggregator", [topics.uplink("j1", "+")], presence=False)
+    try:
+        avg = FedAvg(cfg, Link(cfg, channel, StatusBoard(tmp_path / "status.json", "j1", ["a", "b", "l"])))
+        avg.samples = {"a": 5, "b": 5}
+        replies = {"a": Weights({"hsi": {"w": np.ones((4, 4), np.float32)}}, 5), "b": Weights({"hsi": {"w": np.ones((400, 4), np.float32)}}, 5)}
+        with pytest.raises(RoundFailed) as err:
+            avg.combine(replies, {"hsi": 10})
+        assert set(err.value.clients) == {"a", "b"}
+    finally:
+        channel.close()
