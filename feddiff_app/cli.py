@@ -42,8 +42,11 @@ def _check_mode(args: argparse.Namespace) -> None:
     ``--insecure`` (FedDiffError: one line, exit 2) before a role connects."""
     from crypto.mode_guard import check_security_mode
     from feddiff.config import load_config
+    from feddiff.model.ensemble import check_federable
 
-    fed = load_config(args.config).federation
+    cfg = load_config(args.config)
+    check_federable(cfg.model, args.config)  # a config the role refuses anyway: that one line, not a warning first
+    fed = cfg.federation
     check_security_mode(fed.security, fed.broker.host, insecure=bool(getattr(args, "insecure", False)))
 
 
