@@ -51,6 +51,8 @@ class FedAvg:
             if any(set(replies[c].params.get(m, {})) != set(keys) for c in cs):
                 raise RoundFailed("weights_mismatch", cs)
             for k in keys:
+                if len({np.shape(replies[c].params[m][k]) for c in cs}) != 1:
+                    raise RoundFailed("weights_mismatch", cs)  # a malformed reply must fail the round, not the daemon
                 avg = sum(np.asarray(replies[c].params[m][k], dtype=np.float64) * (self.samples[c] / totals[m]) for c in cs)
                 for c in cs:
                     out[c].params.setdefault(m, {})[k] = avg.astype(np.asarray(replies[c].params[m][k]).dtype)
@@ -69,6 +71,7 @@ class EncryptedFedAvg(FedAvg):
             log.info("HE group contexts for %s (secret key held here: %s)", ", ".join(sorted(self.contexts)), private)
 
     def combine(self, replies: dict[str, Weights], totals: dict[str, int]) -> dict[str, Commit]:
+        from crypto.he import HEError
         from crypto.he_groups import sum_shares
 
         out = {c: Commit() for cs in self.groups.values() for c in cs}
@@ -76,7 +79,11 @@ class EncryptedFedAvg(FedAvg):
             layouts = {json.dumps(replies[c].layouts.get(m)) for c in cs}
             if len(layouts) != 1 or "null" in layouts or any(m not in replies[c].encrypted for c in cs):
                 raise RoundFailed("weights_mismatch", cs)  # different branch shapes cannot be averaged
-            total = sum_shares(self.contexts[m], [replies[c].encrypted[m] for c in cs])
+            try:
+                total = sum_shares(self.contexts[m], [replies[c].encrypted[m] for c in cs])
+            except HEError as exc:  # a bad ciphertext blob: the round fails naming the group, the daemon lives
+                log.warning("encrypted weights of group %s do not add up: %s", m, exc)
+                raise RoundFailed("bad_reply", cs) from None
             for c in cs:
                 out[c].encrypted[m] = total
         return out

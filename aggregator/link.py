@@ -13,7 +13,10 @@ import logging
 from collections import Counter
 from typing import Callable, Optional
 
+import numpy as np
+
 from feddiff.config import Config
+from feddiff.errors import FedDiffError
 from feddiff.protocol import jobs, topics
 from feddiff.protocol.exchange import Collector, Timeout
 from feddiff.protocol.message import EnvelopeError
@@ -31,6 +34,40 @@ class RoundFailed(Exception):
         super().__init__(f"{reason}: {', '.join(clients) or '-'}")
 
 
+# what parties send back to the aggregator: only these may wait in the early-reply buffer
+REPLY_KINDS = {jobs.READY, jobs.FEATURES, jobs.CE_GRAD, jobs.HEAD_GRAD, jobs.PREDICTIONS, jobs.METRICS, jobs.WEIGHTS, jobs.COMMITTED}
+
+
+def require_finite(arrays: dict) -> None:
+    """ValueError naming the first float array holding NaN or infinity (a gradient or logits
+    of NaN would poison the model for every party)."""
+    for name, a in arrays.items():
+        if np.issubdtype(np.asarray(a).dtype, np.floating) and not np.all(np.isfinite(a)):
+            raise ValueError(f"array {name!r} holds non-finite values")
+
+
+def check_shape(sender: str, name: str, got: tuple, want: tuple) -> None:
+    """ValueError unless ``got`` equals ``want`` (what the round asked ``sender`` for)."""
+    if tuple(got) != tuple(want):
+        raise ValueError(f"{name} from {sender}: shape {tuple(got)}, the round asked for {tuple(want)}")
+
+
+def scene_shape(value, max_pixels: int) -> tuple:
+    """A station's announced scene (rows, cols), or () if it announced none: two positive
+    integers whose product stays within ``max_pixels`` (``federation.max_message_bytes``: a
+    class map past it could not be sent anyway). ValueError naming what is wrong otherwise:
+    the aggregator allocates per-pixel arrays of this shape for the map."""
+    if value in ((), [], None):
+        return ()
+    if not isinstance(value, (list, tuple)) or len(value) != 2:
+        raise ValueError(f"shape {value!r}: expected [rows, cols]")
+    if any(isinstance(v, bool) or not isinstance(v, int) or v < 1 for v in value):
+        raise ValueError(f"shape {value!r}: rows and cols must be positive integers")
+    if value[0] * value[1] > max_pixels:
+        raise ValueError(f"shape {value!r}: {value[0] * value[1]} pixels exceed the job's limit of {max_pixels}")
+    return (int(value[0]), int(value[1]))
+
+
 class Link:
     def __init__(self, cfg: Config, channel, status: StatusBoard, observers: Optional[Observers] = None) -> None:
         self.cfg, self.fed, self.channel, self.status = cfg, cfg.federation, channel, status
@@ -44,7 +81,7 @@ class Link:
         self.sent: Counter = Counter()  # (kind, party) -> messages sent this attempt
         self.on_holder_hello: Callable[[Hello], None] = lambda hello: None
         self.job_for: Callable[[str, int], Job] = lambda party, rnd: Job(rnd)
-        self.collector = Collector(self._poll, self._on_hello)
+        self.collector = Collector(self._poll, self._on_hello, max_early_bytes=2 * self.fed.max_message_bytes, early_kinds=REPLY_KINDS)
 
     @property
     def attempt(self) -> int:
@@ -67,9 +104,13 @@ class Link:
         self.channel.send(topics.broadcast(self.fed.job), jobs.DONE, {}, round=rnd, step=0, meta={})
 
     # -- in ----------------------------------------------------------------------------------
-    def collect(self, payload: type[Payload], expected: set[str], rnd: int, step: int = 0, timeout: Optional[float] = None) -> dict:
-        """One ``payload`` reply per expected party, decoded; RoundFailed on timeout, stop,
-        restart or a reply that does not decode (the round reruns)."""
+    def collect(self, payload: type[Payload], expected: set[str], rnd: int, step: int = 0, timeout: Optional[float] = None,
+                check: Optional[Callable[[str, Payload], None]] = None) -> dict:
+        """One ``payload`` reply per expected party, decoded and validated; RoundFailed on
+        timeout, stop, restart, or a reply that does not decode, holds a non-finite float, or
+        fails ``check`` (what the round asked for: shapes, sizes; it raises ValueError or a
+        FedDiffError naming what is wrong). A bad reply fails the round naming its sender: it
+        never raises out of the daemon."""
         try:
             got = self.collector.collect(payload.kind, set(expected), rnd, step, timeout or self.fed.round_timeout_s, lambda: self.stop_requested)
         except Timeout as exc:
@@ -80,9 +121,12 @@ class Link:
         for sender, msg in got.items():
             try:
                 out[sender] = payload.from_arrays(msg.arrays, msg.meta or {})
-            except EnvelopeError as exc:
+                require_finite(msg.arrays)
+                if check is not None:
+                    check(sender, out[sender])
+            except (EnvelopeError, ValueError, FedDiffError) as exc:
                 log.warning("bad %s from %s: %s", payload.kind, sender, exc)
-                self.observers.emit("message_rejected", party=sender, kind=payload.kind, reason=exc.reason)
+                self.observers.emit("message_rejected", party=sender, kind=payload.kind, reason=getattr(exc, "reason", "bad_reply"))
                 raise RoundFailed("bad_reply", [sender]) from None
         return out
 
@@ -119,11 +163,19 @@ class Link:
         except EnvelopeError as exc:
             log.warning("bad hello from %s: %s", sender, exc)
             return False
+        shape = ()
+        if sender in self.clients:
+            try:
+                shape = scene_shape(hello.meta.get("shape", ()), self.fed.max_message_bytes)
+            except ValueError as exc:
+                log.warning("refused hello from %s: %s", sender, exc)
+                self.observers.emit("message_rejected", party=sender, kind=jobs.HELLO, reason="bad_payload")
+                return False
         self.hellos[sender] = hello.meta
         if sender == self.holder:
             self.on_holder_hello(hello)
         if sender in self.clients:
-            self.scene_shape = tuple(hello.meta.get("shape", ()))
+            self.scene_shape = shape
         if kind == jobs.HELLO:
             return True
         if hello.fresh:

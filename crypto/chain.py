@@ -21,6 +21,23 @@ def keys_dir(cfg: Config) -> Path:
     return Path(cfg.resolve(cfg.federation.keys_dir))
 
 
+def job_directory(cfg: Config, party: str):
+    """The job's directory as ``party`` trusts it: signed by the root key pinned in the party's
+    own bundle (not just the one in job.json, which a directory swap would replace too)."""
+    d = keys_dir(cfg)
+    return load_directory(d, load_party(d, party).root_public)
+
+
+def verified_he_context(cfg: Config, party: str, blob: bytes):
+    """The CKKS public context in ``blob`` (``crypto.he_context.bundle_context``), once shown
+    to be signed by the label holder ``party``'s own config names, with pinned parameters.
+    Raises HEError naming what failed: nothing is ever encrypted under an unverified context."""
+    from crypto.he_context import unbundle_context, verify_public_context
+
+    public, sig = unbundle_context(blob)
+    return verify_public_context(job_directory(cfg, party), cfg.federation.label_holder, public, sig)
+
+
 def seal_filters(cfg: Config, party: str, state_dir: Path) -> list:
     d = keys_dir(cfg)
     me = load_party(d, party)

@@ -125,6 +125,21 @@ def encrypt_batch(ctx: ts.Context, x: np.ndarray) -> list[bytes]:
     return _encrypt_flat(ctx, x.reshape(-1), batch_layout(x.shape[1]))
 
 
+def check_batch(public_ctx: ts.Context, cts: list[bytes], shape: tuple[int, int]) -> None:
+    """HEError unless ``cts`` are ciphertexts of this context holding exactly a ``shape`` batch
+    as ``encrypt_batch`` lays it out: a reply is checked before it is added to anyone else's."""
+    n, d = (int(v) for v in shape)
+    per = batch_layout(d)
+    want = -(-n * d // per) if n * d else 0
+    if len(cts) != want:
+        raise HEError(f"{len(cts)} ciphertexts for a {n}x{d} batch, expected {want}")
+    for i, b in enumerate(cts):
+        size = _load_ct(public_ctx, b).size()
+        expect = min(per, n * d - i * per)
+        if size != expect:
+            raise HEError(f"ciphertext {i} holds {size} values, expected {expect}")
+
+
 def add_ciphertexts(public_ctx: ts.Context, a: list[bytes], b: list[bytes]) -> list[bytes]:
     """Element-wise sum of two equally shaped encrypted batches; needs no secret."""
     if len(a) != len(b):

@@ -33,6 +33,7 @@ HOLDER_SIG = "he_public.ctx.sig"
 HOLDER_ROLES = ("labels",)
 DEFAULT_BOUND = 1e6
 _DOMAIN = b"feddiff-he-context-v1\0"
+_BUNDLE = b"feddiff-signed-ctx-v1\0"
 
 
 def _statement(job: str, holder: str, public: bytes) -> bytes:
@@ -64,6 +65,30 @@ def verify_public_context(directory: Directory, holder: str, public: bytes, sign
         raise HEError("refusing a context that carries a secret key where a public one was expected")
     check_params(ctx)
     return ctx
+
+
+def bundle_context(public: bytes, signature: str) -> bytes:
+    """The public context and the holder's signature over it as one blob: what HELLO carries
+    from the holder and JOB relays to the stations, so the relay cannot drop the signature."""
+    sig = str(signature).strip().encode("ascii")
+    return _BUNDLE + len(sig).to_bytes(2, "big") + sig + bytes(public)
+
+
+def unbundle_context(blob: bytes) -> tuple[bytes, str]:
+    """(public context, signature) from ``bundle_context``'s blob; HEError when it is not one
+    (an unsigned context is refused, never encrypted under)."""
+    b = bytes(blob)
+    if not b.startswith(_BUNDLE) or len(b) < len(_BUNDLE) + 2:
+        raise HEError("the CKKS context arrived without the label holder's signature: refusing to encrypt under it")
+    n = int.from_bytes(b[len(_BUNDLE):len(_BUNDLE) + 2], "big")
+    start = len(_BUNDLE) + 2
+    if len(b) < start + n:
+        raise HEError("the signed CKKS context is truncated")
+    try:
+        sig = b[start:start + n].decode("ascii")
+    except UnicodeDecodeError:
+        raise HEError("the CKKS context signature is not ASCII base64") from None
+    return b[start + n:], sig
 
 
 def _load_secret(path: Path) -> ts.Context:

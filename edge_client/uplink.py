@@ -62,7 +62,7 @@ class HeUplink:
         from crypto.he_groups import member_contexts
         from feddiff.model.net import branch_seed
 
-        self.name, self.dim = name, cfg.model.he_dim
+        self.cfg, self.name, self.dim = cfg, name, cfg.model.he_dim
         self.public_ctx = None  # from the JOB message
         self.group_ctx = member_contexts(cfg, name)  # a missing group key fails the station at start
         self.modules = {}
@@ -72,15 +72,19 @@ class HeUplink:
                 self.modules[m] = {"he_proj": torch.nn.Linear(d, self.dim)}
 
     def join(self, job: Job) -> None:
-        """The label holder's public CKKS context comes with the JOB (once is enough)."""
+        """The label holder's public CKKS context comes with the JOB (once is enough), relayed
+        by the aggregator, which could swap it for one whose secret it holds: it is used only
+        once verified as signed by the label holder our own config names (HEError otherwise)."""
         if self.public_ctx is None and job.public_ctx is not None:
-            from crypto.he import load_public
+            from crypto.chain import verified_he_context
 
-            self.public_ctx = load_public(job.public_ctx)
+            self.public_ctx = verified_he_context(self.cfg, self.name, job.public_ctx)
 
     def features(self, parts: dict[str, Part], n: int) -> tuple[Payload, dict[str, torch.Tensor]]:
-        from crypto.he import encrypt_batch
+        from crypto.he import HEError, encrypt_batch
 
+        if self.public_ctx is None:
+            raise HEError(f"station {self.name}: no verified CKKS context from the label holder yet; refusing to send features")
         z = torch.zeros(n, self.dim)
         for m, p in parts.items():
             part = self.modules[m]["he_proj"](p.received)

@@ -179,6 +179,9 @@ class FederationSpec:
     max_retries: int = field(default=3, metadata=_rng(0))
     chunk_bytes: int = field(default=256 * 1024, metadata=_rng(1024))
     max_message_bytes: int = field(default=64 * 1024 * 1024, metadata=_rng(1024))
+    # HE: a sample whose ciphertext sum has one station's features shows them to the label
+    # holder; refused unless the operator accepts that here (docs/security.md).
+    he_allow_single_contributor: bool = False
     # /metrics, /healthz and the dashboard of a daemon (0 = off). Loopback unless http_host says
     # otherwise: exposing it is an operator's decision.
     http_port: int = field(default=0, metadata=_rng(0, 65535))

@@ -37,9 +37,23 @@ def cmd_train(args: argparse.Namespace) -> int:
     return run_train(args)
 
 
+def _check_mode(args: argparse.Namespace) -> None:
+    """``security: none`` warns loudly, and is refused towards a remote broker without
+    ``--insecure`` (FedDiffError: one line, exit 2) before a role connects."""
+    from crypto.mode_guard import check_security_mode
+    from feddiff.config import load_config
+    from feddiff.model.ensemble import check_federable
+
+    cfg = load_config(args.config)
+    check_federable(cfg.model, args.config)  # a config the role refuses anyway: that one line, not a warning first
+    fed = cfg.federation
+    check_security_mode(fed.security, fed.broker.host, insecure=bool(getattr(args, "insecure", False)))
+
+
 def cmd_edge(args: argparse.Namespace) -> int:
     from feddiff.config import load_config
 
+    _check_mode(args)
     fed = load_config(args.config).federation
     if args.id == fed.label_holder and args.id not in fed.clients:
         return cmd_labels(args)  # the HE third-party label holder is its own role
@@ -51,12 +65,14 @@ def cmd_edge(args: argparse.Namespace) -> int:
 def cmd_labels(args: argparse.Namespace) -> int:
     from label_holder.holder import main
 
+    _check_mode(args)
     return main(args)
 
 
 def cmd_aggregator(args: argparse.Namespace) -> int:
     from aggregator.daemon import main
 
+    _check_mode(args)
     return main(args)
 
 
@@ -119,15 +135,18 @@ def build_parser() -> argparse.ArgumentParser:
     sp.add_argument("--config", required=True, help="job YAML (scene + federation)")
     sp.add_argument("--id", required=True, help="this station's client id (a key of federation.clients)")
     sp.add_argument("--state-dir", default=None, help="where this station keeps its resumable state")
+    sp.add_argument("--insecure", action="store_true", help="accept security: none towards a broker that is not on this machine")
 
     sp = add("labels", cmd_labels, "run the third-party label holder of an HE job (holds the CKKS secret key)")
     sp.add_argument("--config", required=True, help="job YAML (scene + federation)")
     sp.add_argument("--id", required=True, help="the label holder's id (federation.label_holder)")
     sp.add_argument("--state-dir", default=None, help="where the label holder keeps its resumable state")
+    sp.add_argument("--insecure", action="store_true", help="accept security: none towards a broker that is not on this machine")
 
     sp = add("aggregator", cmd_aggregator, "run the aggregator daemon until stopped")
     sp.add_argument("--config", required=True)
     sp.add_argument("--state-dir", default=None)
+    sp.add_argument("--insecure", action="store_true", help="accept security: none towards a broker that is not on this machine")
 
     sp = add("status", cmd_status, "report the aggregator's job, round, clients and errors")
     sp.add_argument("--config", required=True)

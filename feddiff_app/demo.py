@@ -187,7 +187,7 @@ def _bytes_per_client(out: Path, stations: list[str], agg_report: dict) -> dict:
 def _provision(out: Path, job: str, data: dict) -> Path:
     """Keys, certificates, passwd and ACL for every party of the job (what an operator does with
     ``feddiff keys init`` / ``feddiff keys issue``)."""
-    from crypto.provision import init_job, issue
+    from crypto.provision import init_job, issue, provision_he_holder
 
     fed = data["federation"]
     keys = out / "keys"
@@ -199,6 +199,8 @@ def _provision(out: Path, job: str, data: dict) -> Path:
     holder = fed.get("label_holder", "aggregator")
     if holder not in ("aggregator", *fed["clients"]):
         issue(keys, "labels", holder)
+        if fed.get("security") == "he":
+            provision_he_holder(keys, holder)  # the signed CKKS context stations verify
     return keys
 
 

@@ -42,18 +42,28 @@ def additive_head(dim: int, hidden: int, num_classes: int, seed: int) -> nn.Modu
         return nn.Sequential(nn.SiLU(), nn.Linear(dim, hidden), nn.SiLU(), nn.Linear(hidden, num_classes))
 
 
+def holder_context(cfg: Config, name: str):
+    """(secret context, signed public blob): the holder's persisted CKKS key from its key
+    bundle, made once (0600) if missing, and the public context with the holder's signature
+    that stations verify against the directory before they encrypt anything."""
+    from crypto.chain import keys_dir
+    from crypto.he_context import bundle_context, ensure_holder_context
+    from crypto.keys import load_party, party_dir
+
+    d = keys_dir(cfg)
+    secret, public, sig = ensure_holder_context(party_dir(d, name), load_party(d, name))
+    return secret, bundle_context(public, sig)
+
+
 class LabelHolderApp:
     def __init__(self, cfg: Config, name: str, state_dir: Path) -> None:
-        from crypto.he import make_secret_context, public_bytes
-
         self.cfg, self.name = cfg, name
         train, test, self.class_names = load_labels(cfg)
         self.train, self.test = labelled_pixels(train), labelled_pixels(test)
         torch.set_num_threads(cfg.train.threads)
         self.head = additive_head(cfg.model.he_dim, cfg.model.head_channels, len(self.class_names), cfg.train.seed)
         self.optimizer = make_optimizer([self.head], cfg.train)
-        self.secret = make_secret_context()
-        self.public = public_bytes(self.secret)
+        self.secret, self.public = holder_context(cfg, name)
         self.store = label_holder_store(state_dir)
         self.committed = CommittedState(self.head, self.optimizer)  # round -1: the fresh head
         doc = self.store.load()
@@ -89,9 +99,10 @@ class LabelHolderApp:
 
     def on_fused(self, msg: Incoming) -> None:
         from crypto.he import decrypt_batch
+        from crypto.he_context import check_decrypted
 
         f: Fused = msg.payload
-        z = torch.from_numpy(decrypt_batch(self.secret, f.cts, f.shape)).float()
+        z = torch.from_numpy(check_decrypted(decrypt_batch(self.secret, f.cts, f.shape))).float()
         if not f.train:
             self.head.eval()
             with torch.no_grad():

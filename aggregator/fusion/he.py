@@ -25,7 +25,7 @@ from feddiff.protocol.messages import Backward, Forward, Hello
 from aggregator.fusion.base import Step, remote_score
 from aggregator.fusion.plain import Pending, ownership
 from aggregator.labels import Labels
-from aggregator.link import Link
+from aggregator.link import Link, check_shape
 
 log = logging.getLogger("feddiff.aggregator")
 
@@ -43,6 +43,22 @@ def own_masks(clients: dict, pending: Pending, n: int) -> dict[str, dict[str, np
     return out
 
 
+def check_predictions(sender: str, pred: np.ndarray, n: int) -> None:
+    """ValueError unless ``pred`` is one non-negative class index per requested sample."""
+    check_shape(sender, "predictions", pred.shape, (n,))
+    if n and int(pred.min()) < 0:
+        raise ValueError(f"predictions from {sender}: negative class index {int(pred.min())}")
+
+
+def contributors(pending: Pending, n: int) -> np.ndarray:
+    """Per sample, how many distinct stations put features into its ciphertext sum."""
+    per_station: dict[str, np.ndarray] = {}
+    for owned in pending.owners.values():
+        for c, mask in owned.items():
+            per_station[c] = per_station.get(c, np.zeros(n, bool)) | mask
+    return sum((m.astype(np.int64) for m in per_station.values()), np.zeros(n, np.int64))
+
+
 class HeThirdParty:
     def __init__(self, cfg: Config, link: Link) -> None:
         self.cfg, self.link = cfg, link
@@ -57,27 +73,46 @@ class HeThirdParty:
         pass  # so does its learning rate schedule
 
     def on_holder_hello(self, hello: Hello) -> None:
-        """The label holder's public CKKS context: stations encrypt with it, we add under it."""
-        if self.context is None and hello.public_ctx is not None:
-            from crypto.he import load_public
+        """The label holder's signed public CKKS context: verified against the job's directory
+        (signed by the configured holder, parameters pinned) before we add under it, and then
+        relayed unchanged (signature included) in every station's JOB. A bad one is refused
+        with one line; the holder's next hello may bring a good one."""
+        if self.context is not None or hello.public_ctx is None:
+            return
+        from crypto.chain import verified_he_context
+        from crypto.he import HEError
 
-            self.public_ctx = hello.public_ctx
-            self.context = load_public(hello.public_ctx)
-            self.link.status.update(he_context_private=bool(self.context.is_private()))
-            log.info("HE public context received (secret key held here: %s)", self.context.is_private())
+        try:
+            self.context = verified_he_context(self.cfg, "aggregator", hello.public_ctx)
+        except HEError as exc:
+            log.error("refused the label holder's CKKS context: %s", exc)
+            self.link.status.update(last_error=f"HE context refused: {exc}")
+            return
+        self.public_ctx = hello.public_ctx
+        self.link.status.update(he_context_private=bool(self.context.is_private()))
+        log.info("HE public context of label holder %s verified", self.cfg.federation.label_holder)
 
     def request(self, rnd: int, step: int, batch: tuple, train: bool) -> Pending:
+        from crypto.he_context import check_contributors
+
         rows, cols, dih = batch
         pending = ownership(self.link.clients, self.modalities, rows, cols)
         own = own_masks(self.link.clients, pending, rows.shape[0])
+        check_contributors(contributors(pending, rows.shape[0]), allow_single=self.cfg.federation.he_allow_single_contributor)
         for c in pending.masks:
             self.link.send(c, Forward(rows, cols, train, dih, own.get(c, {})), round=rnd, step=step)
         return pending
 
     def receive(self, rnd: int, step: int, batch: tuple, pending: Pending) -> tuple[Encrypted, Pending]:
-        from crypto.he import add_ciphertexts
+        from crypto.he import add_ciphertexts, check_batch
 
-        replies = self.link.collect(Encrypted, set(pending.masks), rnd, step)
+        want = (batch[0].shape[0], self.cfg.model.he_dim)
+
+        def check(sender: str, reply: Encrypted) -> None:
+            check_shape(sender, "encrypted features", reply.shape, want)
+            check_batch(self.context, reply.cts, want)
+
+        replies = self.link.collect(Encrypted, set(pending.masks), rnd, step, check=check)
         total = None
         for c in pending.masks:
             total = replies[c] if total is None else Encrypted(add_ciphertexts(self.context, total.cts, replies[c].cts), total.shape)
@@ -92,7 +127,7 @@ class HeThirdParty:
         for step, ((idx, _), (fused, pending)) in enumerate(zip(plan, stream)):
             self.link.status.update(phase="training", round=rnd, step=step, steps=len(plan))
             self.link.send(holder, Fused(fused.cts, fused.shape, True, idx), round=rnd, step=step)
-            reply: HeadGrad = self.link.collect(HeadGrad, {holder}, rnd, step)[holder]
+            reply: HeadGrad = self.link.collect(HeadGrad, {holder}, rnd, step, check=lambda who, r: check_shape(who, "grad_z", r.grad.shape, fused.shape))[holder]
             for c in pending.masks:
                 self.link.send(c, Backward({"z": reply.grad}), round=rnd, step=step)
             yield idx, {"total": reply.total, "ce": reply.ce}, reply.correct
@@ -105,7 +140,7 @@ class HeThirdParty:
         for i, (idx, (fused, _)) in enumerate(zip(parts, stream)):
             self.link.status.update(phase="evaluating", step=i)
             self.link.send(holder, Fused(fused.cts, fused.shape, False), round=tag, step=i)
-            out[idx] = self.link.collect(Predictions, {holder}, tag, i)[holder].pred
+            out[idx] = self.link.collect(Predictions, {holder}, tag, i, check=lambda who, r: check_predictions(who, r.pred, idx.size))[holder].pred
         return out
 
     def score(self, pred: np.ndarray, labels: Labels, tag: int) -> dict:

@@ -1,7 +1,8 @@
 """Opening a party's channel: transport + filter chain + subscriptions, from the job config.
 
-Security plugs in as ``seal_filters`` (built by ``crypto``), slotted between compression and
-chunking; nothing else changes between plaintext, signed and HE modes.
+Security plugs in as ``seal_filters`` (built by ``crypto``: ReplayGuard then SealFilter), slotted
+between compression and chunking with duplicate filtering between them (``build_chain``);
+nothing else changes between plaintext, signed and HE modes.
 """
 
 from __future__ import annotations
@@ -26,12 +27,18 @@ def fresh_seq(persisted: int = 0) -> int:
 
 
 def build_chain(cfg: Config, seal_filters: Optional[list[Filter]] = None) -> FilterChain:
+    """Outbound [Compress, *seal_filters, Dedup, Chunk] in plaintext mode; with sealing the
+    seal filters are (ReplayGuard, SealFilter) and Dedup moves between them, so inbound (the
+    reverse) runs Chunk, Seal, Dedup, Replay, Compress: nothing keyed by the unauthenticated
+    header ``sender`` is touched before the signature is checked, and inflation is capped by
+    ``max_message_bytes`` (a decompression bomb stops there)."""
     fed = cfg.federation
+    seal = list(seal_filters or [])
+    middle = [*seal[:-1], DedupFilter(), seal[-1]] if seal else [DedupFilter()]
     return FilterChain(
         [
-            CompressFilter(),
-            *(seal_filters or []),
-            DedupFilter(),
+            CompressFilter.for_limit(fed.max_message_bytes),
+            *middle,
             ChunkFilter(max_chunk_bytes=fed.chunk_bytes, max_total_bytes=fed.max_message_bytes, timeout_s=max(fed.round_timeout_s, 30.0)),
         ]
     )

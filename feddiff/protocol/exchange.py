@@ -12,7 +12,14 @@ from __future__ import annotations
 import time
 from typing import Any, Callable, Iterator, Optional
 
-MAX_EARLY = 256  # replies kept for a later collect; more than any pipeline depth needs
+MAX_AHEAD = 2  # early replies are kept for the awaited step and the next ones (pipeline depth 1, plus slack)
+DEFAULT_EARLY_BYTES = 128 << 20  # per sender: a few pipelined replies of the largest allowed message
+
+
+def size_of(msg: Any) -> int:
+    """Payload bytes a received message pins in memory (its decoded arrays)."""
+    arrays = getattr(msg, "arrays", None) or {}
+    return sum(int(getattr(a, "nbytes", 0)) for a in arrays.values())
 
 
 class Timeout(Exception):
@@ -24,20 +31,48 @@ class Timeout(Exception):
 class Collector:
     """``poll(timeout)`` gives (sender, kind, round, step, attempt, message) or None; ``on_other``
     sees every message not tied to an attempt (hellos) as (sender, message, awaited kind, round,
-    expected, got so far) and may raise, or return True to count it as the awaited reply."""
+    expected, got so far) and may raise, or return True to count it as the awaited reply.
 
-    def __init__(self, poll: Callable[[float], Optional[tuple]], on_other: Callable[[str, Any, str, int, set, dict], bool]) -> None:
+    The early buffer keeps only what a pipelined round can legitimately send ahead: replies of
+    ``early_kinds`` (default: any) for the awaited round, from the awaited step up to
+    ``MAX_AHEAD`` steps later, one per (kind, round, step, sender) and at most
+    ``max_early_bytes`` per sender. Anything else is dropped, so an authenticated party cannot
+    pin memory by answering rounds and steps nobody asked for."""
+
+    def __init__(self, poll: Callable[[float], Optional[tuple]], on_other: Callable[[str, Any, str, int, set, dict], bool],
+                 max_early_bytes: int = DEFAULT_EARLY_BYTES, early_kinds: Optional[set[str]] = None) -> None:
         self.poll, self.on_other = poll, on_other
+        self.max_early_bytes, self.early_kinds = max_early_bytes, early_kinds
         self.attempt = 0
         self.early: dict[tuple, Any] = {}
+        self.early_bytes: dict[str, int] = {}
+        self.dropped = 0
 
     def reset(self, attempt: int) -> None:
         self.attempt = attempt
         self.early.clear()
+        self.early_bytes.clear()
+
+    def _take(self, key: tuple) -> Any:
+        msg = self.early.pop(key)
+        self.early_bytes[key[3]] -= size_of(msg)
+        return msg
+
+    def _keep(self, key: tuple, msg: Any, rnd: int, step: int) -> None:
+        kind, r, s, sender = key
+        size = size_of(msg)
+        if key in self.early:  # a resent reply replaces the first one
+            self._take(key)
+        wanted = r == rnd and step <= s <= step + MAX_AHEAD and (self.early_kinds is None or kind in self.early_kinds)
+        if not wanted or self.early_bytes.get(sender, 0) + size > self.max_early_bytes:
+            self.dropped += 1
+            return
+        self.early[key] = msg
+        self.early_bytes[sender] = self.early_bytes.get(sender, 0) + size
 
     def collect(self, kind: str, expected: set[str], rnd: int, step: int, timeout: float, stopped: Callable[[], bool] = lambda: False) -> dict:
         deadline = time.monotonic() + timeout
-        got: dict = {c: self.early.pop((kind, rnd, step, c)) for c in expected if (kind, rnd, step, c) in self.early}
+        got: dict = {c: self._take((kind, rnd, step, c)) for c in expected if (kind, rnd, step, c) in self.early}
         while expected - set(got):
             if stopped():
                 raise InterruptedError("stopping")
@@ -56,8 +91,8 @@ class Collector:
                 continue
             if k == kind and r == rnd and s == step:
                 got[sender] = msg
-            elif len(self.early) < MAX_EARLY:  # pipelined requests: an answer can come before it is awaited
-                self.early[(k, r, s, sender)] = msg
+            else:  # pipelined requests: an answer can come before it is awaited
+                self._keep((k, r, s, sender), msg, rnd, step)
         return got
 
 

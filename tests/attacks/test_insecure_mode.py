@@ -43,3 +43,21 @@ def test_secured_modes_are_quiet(mode, caplog):
 def test_an_unknown_mode_is_refused():
     with pytest.raises(FedDiffError):
         check_security_mode("sort-of", "127.0.0.1")
+
+
+@pytest.mark.parametrize("command", [["aggregator"], ["edge", "--id", "hsi"], ["labels", "--id", "lab"]])
+def test_role_commands_refuse_a_remote_plaintext_broker_in_one_line(tmp_path, command):
+    """The real ``feddiff`` role commands check the mode before they connect: exit 2, one line."""
+    import subprocess
+    import sys
+
+    import yaml
+
+    cfg = tmp_path / "job.yaml"
+    cfg.write_text(yaml.safe_dump({"name": "j", "scene": {"synthetic": {"seed": 1, "rows": 16, "cols": 16}},
+                                   "federation": {"job": "j", "broker": {"host": "10.1.2.3", "port": 1883},
+                                                  "clients": {"hsi": {"modalities": ["hsi"]}, "lidar": {"modalities": ["lidar"]}}}}))
+    r = subprocess.run([sys.executable, "-m", "feddiff_app.cli", *command, "--config", str(cfg)], capture_output=True, text=True, timeout=120)
+    assert r.returncode == 2, r.stderr[-1000:]
+    lines = [ln for ln in r.stderr.splitlines() if ln.strip()]
+    assert len(lines) == 1 and "--insecure" in lines[0] and "10.1.2.3" in lines[0]
