@@ -39,7 +39,8 @@ log = logging.getLogger("feddiff.aggregator")
 
 
 class MonitoredBoard(StatusBoard):
-    """The status board that also tells the monitor the job's phase (``paused`` included)."""
+    """The status board that also tells the monitor the job's phase (``paused`` included) and the
+    channel's rejections by reason (bad signature, replay, malformed ...)."""
 
     def __init__(self, path: Path, job: str, clients: list[str], monitor: JobMonitor | None) -> None:
         super().__init__(path, job, clients)
@@ -49,6 +50,23 @@ class MonitoredBoard(StatusBoard):
         super().update(**fields)
         if self.monitor is not None and "phase" in fields:
             self.monitor.phase(fields["phase"])
+        if self.monitor is not None and "rejected" in fields:
+            self.monitor.rejections_seen(fields["rejected"])
+
+
+class MonitoredLink(Link):
+    """The link that counts the bytes of each request against the party it goes to (the channel
+    only keeps totals), so the dashboard's per-station bytes out are real."""
+
+    def __init__(self, cfg: Config, channel, status: StatusBoard, observers: Observers | None, monitor: JobMonitor | None) -> None:
+        super().__init__(cfg, channel, status, observers)
+        self.monitor = monitor
+
+    def send(self, party: str, payload, *, round: int = 0, step: int = 0) -> None:
+        before = self.channel.stats.bytes_sent
+        super().send(party, payload, round=round, step=step)
+        if self.monitor is not None:
+            self.monitor.bytes(party, "out", self.channel.stats.bytes_sent - before)
 
 
 def state_dir_of(cfg: Config, override: str | None) -> Path:
@@ -101,7 +119,7 @@ def run(cfg: Config, state_dir: Path, observers: Observers | None = None, monito
     existing, _, _ = store.load(cfg.federation.job)
     channel = open_channel(cfg, "aggregator", [topics.uplink(cfg.federation.job, "+")], seq_start=fresh_seq(existing.seq if existing else 0),
                            presence=False, **party_security(cfg, "aggregator", state_dir))
-    link = Link(cfg, channel, status, observers)
+    link = MonitoredLink(cfg, channel, status, observers, monitor)
     rounds = Rounds(cfg, link, labels, store)
     signal.signal(signal.SIGTERM, lambda *_: setattr(link, "stop_requested", True))
     signal.signal(signal.SIGINT, lambda *_: setattr(link, "stop_requested", True))

@@ -31,8 +31,9 @@ MIN_LOOP_TIMEOUT_S = 120.0
 
 class MonitorFeed:
     """An observer that records a party's events in its ``JobMonitor``. ``peer`` names the party
-    a station's traffic goes to (its bytes are recorded against it); the aggregator passes None
-    and its received bytes are credited to the sending station."""
+    a station's traffic goes to (its bytes are recorded against it); the aggregator passes None:
+    its received bytes are credited to the sending station, and what it sends is counted per
+    party where it is sent (``aggregator.daemon.MonitoredLink``)."""
 
     def __init__(self, monitor: JobMonitor, peer: Optional[str] = None) -> None:
         self.monitor, self.peer = monitor, peer
@@ -64,6 +65,8 @@ class MonitorFeed:
                     m.station_state(str(party), "lost" if fields["reason"] == "timeout" else "restarted")
         elif event == "validation":
             m.evaluated(fields["oa"])
+        elif event == "loop" and fields.get("rejected"):
+            m.rejections_seen(fields["rejected"])
         elif event == "received" and self.peer is not None:
             m.station_seen(self.peer)
             if fields.get("kind") == jobs.JOB:
@@ -75,8 +78,8 @@ class MonitorFeed:
     def _bytes(self, sent: int, received: int) -> None:
         d_out, d_in = sent - self._sent, received - self._received
         self._sent, self._received = max(sent, self._sent), max(received, self._received)
-        if d_out > 0:
-            self.monitor.bytes(self.peer or "stations", "out", d_out)
+        if d_out > 0 and self.peer is not None:  # the aggregator counts what it sends per party itself
+            self.monitor.bytes(self.peer, "out", d_out)
         if d_in > 0:
             if self.peer is not None:
                 self.monitor.bytes(self.peer, "in", d_in)

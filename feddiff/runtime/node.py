@@ -113,7 +113,7 @@ class Node:
         try:
             while not self.stop_event.is_set():
                 msg = self.channel.recv(timeout=1.0)
-                self.observers.emit("loop")
+                self.observers.emit("loop", rejected=self.channel.stats.rejected)
                 if msg is None:
                     if time.monotonic() - last_heard > IDLE_HELLO_S:
                         self.send(self.app.hello(False))  # the aggregator may have (re)started after us

@@ -50,6 +50,22 @@ def metric(url: str, name: str, **labels) -> float | None:
         return None  # not serving yet
 
 
+def rejected_total(url: str) -> float:
+    return sum(v for (name, _), v in samples(url).items() if name == "feddiff_rejected_messages_total")
+
+
+def publish_garbage(port: int, topic: str) -> None:
+    """Bytes that are no FedDiff message, on a party's topic, from a real MQTT client."""
+    import paho.mqtt.client as mqtt
+
+    c = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id=f"intruder-{time.time_ns()}")
+    c.connect("127.0.0.1", port)
+    c.loop_start()
+    c.publish(topic, b"not a feddiff message", qos=1).wait_for_publish(10)
+    c.loop_stop()
+    c.disconnect()
+
+
 def health(url: str) -> int | None:
     try:
         return get(url + "healthz")[0]
@@ -67,7 +83,7 @@ def live(tmp_path, mosquitto):
     job.spawn("edge", "--config", str(config_with_port(job, "hsi_station", hsi_port)), "--id", "hsi_station")
     stations = {"lidar_station": job.edge("lidar_station")}
     try:
-        yield job, f"http://127.0.0.1:{agg_port}/", f"http://127.0.0.1:{hsi_port}/", stations
+        yield job, f"http://127.0.0.1:{agg_port}/", f"http://127.0.0.1:{hsi_port}/", stations, mosquitto.port
     finally:
         job.cleanup()
 
@@ -76,7 +92,9 @@ def test_live_job_metrics_health_and_dashboard(live, browser):  # noqa: F811 - p
     from selenium.webdriver.common.by import By
     from selenium.webdriver.support.ui import WebDriverWait
 
-    job, agg, hsi, stations = live
+    from feddiff.protocol import topics
+
+    job, agg, hsi, stations, broker_port = live
     # /metrics scraped during the job: the round advances
     first = wait_until("round 1 in /metrics", lambda: (metric(agg, "feddiff_round") or 0) >= 1 and metric(agg, "feddiff_round"), job)
     wait_until("the round to advance in /metrics", lambda: (metric(agg, "feddiff_round") or 0) > first, job)
@@ -87,12 +105,20 @@ def test_live_job_metrics_health_and_dashboard(live, browser):  # noqa: F811 - p
     assert m[("process_resident_memory_bytes", ())] > 50e6  # torch is loaded
     for station in job.stations:
         assert m[("feddiff_bytes_total", (("direction", "in"), ("party", station)))] > 0
+        assert m[("feddiff_bytes_total", (("direction", "out"), ("party", station)))] > 0
         assert 0 <= m[("feddiff_station_last_seen_age_seconds", (("station", station),))] < 15
     assert m[("feddiff_job_phase", (("phase", "training"),))] == 1
     assert m[("feddiff_rounds_planned", ())] == job.epochs
     e = samples(hsi)  # a station serves its own metrics (no dashboard)
     assert e[("feddiff_round", ())] >= 1 and e[("feddiff_bytes_total", (("direction", "out"), ("party", "aggregator")))] > 0
     assert get(hsi)[0] == 404 and health(hsi) == 200 and health(agg) == 200
+    # a message that is no FedDiff message is counted as rejected, by both ends it reaches
+    name = job.doc["federation"]["job"]
+    before_agg, before_hsi = rejected_total(agg), rejected_total(hsi)
+    publish_garbage(broker_port, topics.uplink(name, "hsi_station"))
+    publish_garbage(broker_port, topics.downlink(name, "hsi_station"))
+    wait_until("the aggregator to count the rejection", lambda: rejected_total(agg) > before_agg, job, timeout=30)
+    wait_until("the station to count the rejection", lambda: rejected_total(hsi) > before_hsi, job, timeout=30)
 
     # the dashboard in a real headless Chromium: round counter advances, the stations appear
     browser.get(agg)
