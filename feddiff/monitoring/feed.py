@@ -24,9 +24,16 @@ log = logging.getLogger("feddiff.monitoring")
 # A live station is heard from at least every few seconds (requests in a round, an idle hello
 # every ``feddiff.runtime.node.IDLE_HELLO_S`` between them); silence past this floor is not noise.
 MIN_STATION_TIMEOUT_S = 15.0
-# The aggregator's loop polls the channel at least once a second in every phase but the final
-# evaluation and map, which can take minutes on a real scene.
+# A loop turns at least once a second while it waits; longer silences are work in a handler.
 MIN_LOOP_TIMEOUT_S = 120.0
+
+
+def loop_timeout_s(cfg) -> float:
+    """How long a loop may stay inside one handler before it counts as hung: at least the budget
+    the aggregator gives a station to pretrain when it joins (the longest single handler), so a
+    health probe never restarts a station in the middle of its pretraining."""
+    rt = float(cfg.federation.round_timeout_s)
+    return max(MIN_LOOP_TIMEOUT_S, 2 * rt, rt + 30 + 0.5 * cfg.train.pretrain_steps)
 
 
 class MonitorFeed:
@@ -111,7 +118,7 @@ def start_role_monitoring(cfg, role: str, peer: Optional[str] = None, dashboard:
     observers = observers or Observers()
     observers.subscribe(MonitorFeed(monitor, peer))
     station_timeout = max(float(fed.round_timeout_s), MIN_STATION_TIMEOUT_S) if dashboard else None
-    health = monitor.health_check(max(MIN_LOOP_TIMEOUT_S, 2 * float(fed.round_timeout_s)), station_timeout)
+    health = monitor.health_check(loop_timeout_s(cfg), station_timeout)
     server = serve_monitoring(fed, monitor, health, dashboard=dashboard)
     if server is not None:
         log.info("%s: metrics at %smetrics, health at %shealthz", role, server.url, server.url)

@@ -53,3 +53,14 @@ def test_a_station_records_its_traffic_against_the_aggregator_and_its_channel_re
     assert snap["round"] == 3 and snap["phase"] == "finished"
     assert snap["stations"]["aggregator"]["bytes_out"] == 50 and snap["stations"]["aggregator"]["bytes_in"] == 400
     assert snap["rejects"] == {"malformed": 2}
+
+
+def test_a_station_pretraining_is_not_taken_for_a_hung_loop():
+    from feddiff.config import Config
+    from feddiff.monitoring.feed import MIN_LOOP_TIMEOUT_S, loop_timeout_s
+
+    cfg = Config()
+    cfg.federation.round_timeout_s, cfg.train.pretrain_steps = 60, 2000
+    assert loop_timeout_s(cfg) == 60 + 30 + 1000
+    cfg.federation.round_timeout_s, cfg.train.pretrain_steps = 5, 20
+    assert loop_timeout_s(cfg) == MIN_LOOP_TIMEOUT_S
