@@ -162,16 +162,20 @@ def run_demo(args: argparse.Namespace) -> int:
 
 def _party_configs(out: Path, data: dict, parties: list[str], http_port: int | None) -> dict[str, Path]:
     """The job file each party starts from: the shared one, or with ``http_port`` a copy per
-    party whose monitoring port is the next free one after the aggregator's (N+1, N+2 ...)."""
+    party, each station's monitoring port the next after the aggregator's (N+1, N+2 ... in the
+    job's order of stations)."""
     if not http_port:
         return {name: out / "job.yaml" for name in parties}
     paths = {}
-    for i, name in enumerate(parties, start=1):
+    stations = list(data["federation"]["clients"])
+    for name in parties:
         doc = json.loads(json.dumps(data))
-        doc["federation"]["http_port"] = int(http_port) + i
+        port = int(http_port) + stations.index(name) + 1 if name in stations else 0  # the HE label holder serves none
+        doc["federation"]["http_port"] = port
         paths[name] = out / f"job-{name}.yaml"
         paths[name].write_text(yaml.safe_dump(doc, sort_keys=False))
-        print(f"[demo] {name}: metrics at http://{doc['federation'].get('http_host', '127.0.0.1')}:{int(http_port) + i}/metrics", flush=True)
+        if port:
+            print(f"[demo] {name}: metrics at http://{doc['federation'].get('http_host', '127.0.0.1')}:{port}/metrics", flush=True)
     return paths
 
 

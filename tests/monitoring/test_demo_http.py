@@ -19,7 +19,6 @@ import yaml
 from tests.chaos.jobkit import JOB, deep_copy
 from tests.monitoring.test_live_job import health, metric
 
-pytestmark = [pytest.mark.slow, pytest.mark.broker]
 
 
 def free_block(n: int) -> int:
@@ -44,6 +43,19 @@ def free_block(n: int) -> int:
     raise RuntimeError("no block of free ports")
 
 
+def test_each_station_gets_the_next_port_and_the_label_holder_none(tmp_path, capsys):
+    from feddiff_app.demo import _party_configs
+
+    data = {"federation": {"clients": {"hsi_station": {}, "lidar_station": {}}}}
+    paths = _party_configs(tmp_path, data, ["hsi_station", "lidar_station", "label_holder"], 9100)
+    ports = {n: yaml.safe_load(p.read_text())["federation"]["http_port"] for n, p in paths.items()}
+    assert ports == {"hsi_station": 9101, "lidar_station": 9102, "label_holder": 0}
+    assert "label_holder" not in capsys.readouterr().out
+    assert set(_party_configs(tmp_path, data, ["hsi_station"], None).values()) == {tmp_path / "job.yaml"}
+
+
+@pytest.mark.slow
+@pytest.mark.broker
 def test_demo_serves_the_dashboard_and_station_metrics(tmp_path, mosquitto):
     from feddiff_app.demo import run_demo
 
