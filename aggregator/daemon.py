@@ -3,7 +3,9 @@
 Restart-safe: the job state is committed after every round, and a restarted daemon resumes at
 the last committed round. SIGTERM stops it cleanly between messages (the round in flight is
 simply rerun after the next start). When the job is finished it writes the report and exits 0.
-Monitoring subscribes to ``Link.observers`` (``feddiff.runtime.observe``) before ``run``.
+With ``federation.http_port`` set, ``main`` serves /metrics, /healthz and the dashboard
+(``feddiff.monitoring``): the recorder is fed by ``Link.observers`` and by every phase the
+status board is given, so ``feddiff status`` and the dashboard never disagree.
 """
 
 from __future__ import annotations
@@ -19,6 +21,8 @@ from pathlib import Path
 from feddiff.config import Config, load_config
 from feddiff.logs import configure_logging
 from feddiff.maps import write_png_map
+from feddiff.monitoring import JobMonitor
+from feddiff.monitoring.feed import start_role_monitoring
 from feddiff.model.ensemble import check_federable
 from feddiff.protocol import topics
 from feddiff.protocol.endpoint import fresh_seq, open_channel
@@ -32,6 +36,37 @@ from aggregator.state import StateStore
 from aggregator.status import StatusBoard, status_path
 
 log = logging.getLogger("feddiff.aggregator")
+
+
+class MonitoredBoard(StatusBoard):
+    """The status board that also tells the monitor the job's phase (``paused`` included) and the
+    channel's rejections by reason (bad signature, replay, malformed ...)."""
+
+    def __init__(self, path: Path, job: str, clients: list[str], monitor: JobMonitor | None) -> None:
+        super().__init__(path, job, clients)
+        self.monitor = monitor
+
+    def update(self, **fields) -> None:
+        super().update(**fields)
+        if self.monitor is not None and "phase" in fields:
+            self.monitor.phase(fields["phase"])
+        if self.monitor is not None and "rejected" in fields:
+            self.monitor.rejections_seen(fields["rejected"])
+
+
+class MonitoredLink(Link):
+    """The link that counts the bytes of each request against the party it goes to (the channel
+    only keeps totals), so the dashboard's per-station bytes out are real."""
+
+    def __init__(self, cfg: Config, channel, status: StatusBoard, observers: Observers | None, monitor: JobMonitor | None) -> None:
+        super().__init__(cfg, channel, status, observers)
+        self.monitor = monitor
+
+    def send(self, party: str, payload, *, round: int = 0, step: int = 0) -> None:
+        before = self.channel.stats.bytes_sent
+        super().send(party, payload, round=round, step=step)
+        if self.monitor is not None:
+            self.monitor.bytes(party, "out", self.channel.stats.bytes_sent - before)
 
 
 def state_dir_of(cfg: Config, override: str | None) -> Path:
@@ -70,19 +105,21 @@ def finish_job(cfg: Config, state_dir: Path, rounds: Rounds, link: Link, t0: flo
     print(json.dumps({k: report[k] for k in ("oa", "aa", "kappa", "rounds")}))
 
 
-def run(cfg: Config, state_dir: Path, observers: Observers | None = None) -> int:
+def run(cfg: Config, state_dir: Path, observers: Observers | None = None, monitor: JobMonitor | None = None) -> int:
+    """The job to completion (or SIGTERM); ``monitor`` (fed by ``observers``) gets the phases and
+    the classification map."""
     from crypto.chain import party_security
 
     t0 = time.perf_counter()
     state_dir.mkdir(parents=True, exist_ok=True)
     store = StateStore(state_dir)
     labels = placeholder_labels() if cfg.federation.label_holder != "aggregator" else load_labels(cfg)
-    status = StatusBoard(status_path(state_dir), cfg.federation.job, list(cfg.federation.clients))
+    status = MonitoredBoard(status_path(state_dir), cfg.federation.job, list(cfg.federation.clients), monitor)
     status.update(pid=os.getpid(), phase="connecting")
     existing, _, _ = store.load(cfg.federation.job)
     channel = open_channel(cfg, "aggregator", [topics.uplink(cfg.federation.job, "+")], seq_start=fresh_seq(existing.seq if existing else 0),
                            presence=False, **party_security(cfg, "aggregator", state_dir))
-    link = Link(cfg, channel, status, observers)
+    link = MonitoredLink(cfg, channel, status, observers, monitor)
     rounds = Rounds(cfg, link, labels, store)
     signal.signal(signal.SIGTERM, lambda *_: setattr(link, "stop_requested", True))
     signal.signal(signal.SIGINT, lambda *_: setattr(link, "stop_requested", True))
@@ -94,6 +131,7 @@ def run(cfg: Config, state_dir: Path, observers: Observers | None = None) -> int
                 log.info("stopped by signal at round %d (committed)", rounds.state.round)
                 return 0
             finish_job(cfg, state_dir, rounds, link, t0)
+            publish_map(monitor, state_dir)
         link.finish(rounds.state.round)
         status.update(phase="finished", **rounds.state.final)
         return 0
@@ -107,10 +145,20 @@ def run(cfg: Config, state_dir: Path, observers: Observers | None = None) -> int
         channel.close()
 
 
+def publish_map(monitor: JobMonitor | None, state_dir: Path) -> None:
+    path = state_dir / "classification_map.png"
+    if monitor is not None and path.exists():
+        monitor.map_png(path.read_bytes())
+
+
 def main(args: argparse.Namespace) -> int:
     cfg = load_config(args.config)
     check_federable(cfg.model, args.config)
     state_dir = state_dir_of(cfg, args.state_dir)
     state_dir.mkdir(parents=True, exist_ok=True)
     configure_logging(getattr(args, "verbose", False), str(state_dir / "aggregator.log.jsonl"), name="aggregator")
-    return run(cfg, state_dir)
+    mon = start_role_monitoring(cfg, "aggregator", dashboard=True)
+    try:
+        return run(cfg, state_dir, mon.observers, mon.monitor)
+    finally:
+        mon.close()

@@ -15,9 +15,10 @@ import sys
 from dataclasses import dataclass
 from pathlib import Path
 
-from feddiff.config import Config
+from feddiff.config import Config, load_config
 from feddiff.data.loader import load_scene
 from feddiff.errors import ConfigError
+from feddiff.monitoring.feed import start_role_monitoring
 from feddiff.protocol import jobs
 from feddiff.protocol.exchange import Deferral
 from feddiff.protocol.messages import Backward, Commit, Committed, Done, Forward, GetWeights, Hello, Job, Ready
@@ -154,4 +155,8 @@ class StationApp:
 def main(args: argparse.Namespace) -> int:
     from crypto.chain import party_security
 
-    return serve(args, lambda cfg, state_dir: StationApp(cfg, args.id, state_dir, progress=sys.stderr.isatty()), party_security)
+    mon = start_role_monitoring(load_config(args.config), args.id, peer="aggregator")
+    try:
+        return serve(args, lambda cfg, state_dir: StationApp(cfg, args.id, state_dir, progress=sys.stderr.isatty()), party_security, mon.observers)
+    finally:
+        mon.close()

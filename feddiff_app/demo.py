@@ -2,7 +2,9 @@
 
 Starts a broker (Mosquitto when installed, else an embedded pure-Python one), the aggregator
 daemon and one edge agent per station, each a real ``feddiff`` process talking MQTT on
-loopback; shows round progress; then exports and runs the ONNX model if the export package is
+loopback; shows round progress (and with ``--http-port N`` serves the dashboard at
+``http://127.0.0.1:N/``, each station's /metrics and /healthz on the next ports, N+1, N+2 ...,
+in the order the job lists them); then exports and runs the ONNX model if the export package is
 present, and writes ``report.json`` and the classification map into ``--out``.
 """
 
@@ -90,12 +92,17 @@ def run_demo(args: argparse.Namespace) -> int:
         broker = start_embedded_broker(workdir=broker_dir)
     else:
         broker = start_best_broker(workdir=broker_dir)
+    http_port = int(getattr(args, "http_port", None) or 0)
+    if http_port:
+        fed["http_port"] = http_port
     fed.setdefault("broker", {})["port"] = broker.port
     fed["broker"]["host"] = "127.0.0.1"
     job_path = out / "job.yaml"
     job_path.write_text(yaml.safe_dump(data, sort_keys=False))
     cfg = load_config(job_path)
     seconds = {"setup": time.perf_counter() - t0}
+    if http_port:
+        print(f"[demo] dashboard: http://{cfg.federation.http_host}:{http_port}/  (metrics: /metrics, health: /healthz)", flush=True)
 
     procs: list[subprocess.Popen] = []
     try:
@@ -105,8 +112,8 @@ def run_demo(args: argparse.Namespace) -> int:
         parties = list(stations)
         if cfg.federation.label_holder not in ("aggregator", *stations):
             parties.append(cfg.federation.label_holder)
-        for name in parties:
-            procs.append(_spawn(["edge", "--config", str(job_path), "--id", name], out / "logs" / f"{name}.log"))
+        for name, path in _party_configs(out, data, parties, getattr(args, "http_port", None)).items():
+            procs.append(_spawn(["edge", "--config", str(path), "--id", name], out / "logs" / f"{name}.log"))
         t1 = time.perf_counter()
         _watch(agg, procs, out / "state" / "aggregator" / "status.json", cfg.train.epochs)
         seconds["federated_training"] = time.perf_counter() - t1
@@ -151,6 +158,25 @@ def run_demo(args: argparse.Namespace) -> int:
     print(f"[demo] OA {100 * report['oa']:.2f}%  AA {100 * report['aa']:.2f}%  kappa {report['kappa']:.4f}  in {report['seconds']['total']:.0f}s")
     print(f"[demo] wrote {out / 'report.json'} and {out / 'classification_map.png'}")
     return 0
+
+
+def _party_configs(out: Path, data: dict, parties: list[str], http_port: int | None) -> dict[str, Path]:
+    """The job file each party starts from: the shared one, or with ``http_port`` a copy per
+    party, each station's monitoring port the next after the aggregator's (N+1, N+2 ... in the
+    job's order of stations)."""
+    if not http_port:
+        return {name: out / "job.yaml" for name in parties}
+    paths = {}
+    stations = list(data["federation"]["clients"])
+    for name in parties:
+        doc = json.loads(json.dumps(data))
+        port = int(http_port) + stations.index(name) + 1 if name in stations else 0  # the HE label holder serves none
+        doc["federation"]["http_port"] = port
+        paths[name] = out / f"job-{name}.yaml"
+        paths[name].write_text(yaml.safe_dump(doc, sort_keys=False))
+        if port:
+            print(f"[demo] {name}: metrics at http://{doc['federation'].get('http_host', '127.0.0.1')}:{port}/metrics", flush=True)
+    return paths
 
 
 def _watch(agg: subprocess.Popen, procs: list[subprocess.Popen], status: Path, epochs: int) -> None:

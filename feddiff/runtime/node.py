@@ -113,6 +113,7 @@ class Node:
         try:
             while not self.stop_event.is_set():
                 msg = self.channel.recv(timeout=1.0)
+                self.observers.emit("loop", rejected=self.channel.stats.rejected)
                 if msg is None:
                     if time.monotonic() - last_heard > IDLE_HELLO_S:
                         self.send(self.app.hello(False))  # the aggregator may have (re)started after us
@@ -128,6 +129,7 @@ class Node:
     def dispatch(self, msg) -> bool:
         """Decode and handle one message; True when the party is done."""
         kind, meta = msg.header.content_type, msg.meta or {}
+        self.observers.emit("received", kind=kind, round=msg.header.round)
         route = self.table.get(kind)
         if route is None:
             log.debug("%s: no handler for %s", self.name, kind)

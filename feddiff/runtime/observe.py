@@ -7,6 +7,8 @@ aggregator's round loop call ``emit`` and never know who listens. Events (fields
   bytes (sent, received)            round_started (round, attempt)
   round_committed (round, loss, train_acc, seconds)   round_failed (round, reason, parties)
   step (round, step, loss)          validation (oa)   handler_failed (party, kind)
+  received (kind, round)            loop (rejected)  -- a node's message in; each turn of its loop
+                                    with the channel's rejection totals by reason
 """
 
 from __future__ import annotations

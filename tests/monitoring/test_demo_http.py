@@ -1,0 +1,90 @@
+"""``feddiff demo --http-port N``: the aggregator's dashboard on N and each station's metrics on
+N+1, N+2 ..., announced on stdout, served by the demo's real processes while the job runs.
+
+The whole demo (training, evaluation, ONNX export) takes about a minute: ``pytest -m slow
+tests/monitoring/test_demo_http.py``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import io
+import socket
+import threading
+
+import pytest
+import yaml
+
+from tests.chaos.jobkit import JOB, deep_copy
+from tests.monitoring.test_live_job import health, metric
+
+
+
+def free_block(n: int) -> int:
+    """A port N with N .. N+n-1 all free right now."""
+    for _ in range(50):
+        with socket.socket() as s:
+            s.bind(("127.0.0.1", 0))
+            base = s.getsockname()[1]
+        if base + n > 65535:
+            continue
+        try:
+            socks = []
+            for p in range(base, base + n):
+                socks.append(socket.socket())
+                socks[-1].bind(("127.0.0.1", p))
+            return base
+        except OSError:
+            continue
+        finally:
+            for s in socks:
+                s.close()
+    raise RuntimeError("no block of free ports")
+
+
+def test_each_station_gets_the_next_port_and_the_label_holder_none(tmp_path, capsys):
+    from feddiff_app.demo import _party_configs
+
+    data = {"federation": {"clients": {"hsi_station": {}, "lidar_station": {}}}}
+    paths = _party_configs(tmp_path, data, ["hsi_station", "lidar_station", "label_holder"], 9100)
+    ports = {n: yaml.safe_load(p.read_text())["federation"]["http_port"] for n, p in paths.items()}
+    assert ports == {"hsi_station": 9101, "lidar_station": 9102, "label_holder": 0}
+    assert "label_holder" not in capsys.readouterr().out
+    assert set(_party_configs(tmp_path, data, ["hsi_station"], None).values()) == {tmp_path / "job.yaml"}
+
+
+@pytest.mark.slow
+@pytest.mark.broker
+def test_demo_serves_the_dashboard_and_station_metrics(tmp_path, mosquitto):
+    from feddiff_app.demo import run_demo
+
+    doc = deep_copy(JOB)
+    doc["federation"].pop("write_map", None)
+    cfg = tmp_path / "tiny.yaml"
+    cfg.write_text(yaml.safe_dump(doc))
+    port = free_block(3)
+    args = argparse.Namespace(config=str(cfg), out=str(tmp_path / "out"), broker="mosquitto", security=None, http_port=port)
+    printed = io.StringIO()
+    result: dict = {}
+
+    def demo() -> None:
+        with contextlib.redirect_stdout(printed):
+            result["rc"] = run_demo(args)
+
+    t = threading.Thread(target=demo, daemon=True)
+    t.start()
+    agg, hsi, lidar = (f"http://127.0.0.1:{port + i}/" for i in range(3))
+    seen = {"agg": False, "hsi": False, "lidar": False}
+    while t.is_alive() and not all(seen.values()):
+        seen["agg"] = seen["agg"] or (metric(agg, "feddiff_round") or 0) >= 1
+        seen["hsi"] = seen["hsi"] or health(hsi) == 200
+        seen["lidar"] = seen["lidar"] or health(lidar) == 200
+        t.join(0.2)
+    t.join(300)
+    assert result.get("rc") == 0, printed.getvalue()
+    assert all(seen.values()), seen
+    out = printed.getvalue()
+    assert f"dashboard: http://127.0.0.1:{port}/" in out
+    assert f"hsi_station: metrics at http://127.0.0.1:{port + 1}/metrics" in out
+    assert f"lidar_station: metrics at http://127.0.0.1:{port + 2}/metrics" in out
