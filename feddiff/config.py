@@ -132,11 +132,24 @@ class TrainSpec:
     epochs: int = field(default=30, metadata=_rng(1))
     batch_size: int = field(default=64, metadata=_rng(1))
     lr: float = field(default=1e-3, metadata=_rng(0.0, 1.0))
-    comm_lr_scale: float = field(default=1.0, metadata=_rng(0.0, 1.0))  # see model.train.make_optimizer
+    comm_lr_scale: float = field(default=1.0, metadata=_rng(0.0, 1.0))  # see model.optim.make_optimizer
     l2: float = field(default=1e-4, metadata=_rng(0.0, 1.0))
     mse_weight: float = field(default=1.0, metadata=_rng(0.0))
     augment: bool = True
     eval_batch: int = field(default=512, metadata=_rng(1))
+    # Share of each class's training pixels held out to choose the stage-2 epoch count and
+    # whether to self-train (model.selection); 0 = the last epoch, no contest (as published).
+    # The chosen setting is then retrained on all training pixels.
+    val_fraction: float = field(default=0.2, metadata=_rng(0.0, 0.9))
+    # Self-training on confident unlabelled pixels (model.pseudo): off, on, or auto = kept only
+    # when it wins on the validation pixels.
+    self_train: str = field(default="auto", metadata=_rng(choices=("off", "auto", "on")))
+    pseudo_pool: int = field(default=8192, metadata=_rng(1))  # random unlabelled pixels scored
+    pseudo_ratio: float = field(default=2.0, metadata=_rng(0.0))  # pseudo pixels per class / labelled per class
+    pseudo_threshold: float = field(default=0.9, metadata=_rng(0.0, 1.0))
+    # The RBF-SVM baseline beside FedDiff in every train report (feddiff.baselines); off for
+    # scenes whose training set makes a kernel SVM's cross-validation too slow.
+    svm_baseline: bool = True
 
 
 @dataclass
