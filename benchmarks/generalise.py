@@ -28,7 +28,6 @@ import time
 from pathlib import Path
 
 import numpy as np
-import yaml
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
@@ -36,6 +35,15 @@ sys.path.insert(0, str(ROOT / "benchmarks"))
 
 METHODS = ["feddiff", "feddiff_no_diffusion", "svm", "cnn_two_branch"]
 OUT = ROOT / "benchmarks" / "results" / "generalise.json"
+
+
+def _value(text: str):
+    """JSON where it parses (numbers, true/false, lists), the plain string otherwise: YAML
+    would read ``off`` as false."""
+    try:
+        return json.loads(text)
+    except json.JSONDecodeError:
+        return text
 
 
 def recipe(sets: list[str], seed: int):
@@ -49,7 +57,7 @@ def recipe(sets: list[str], seed: int):
         *path, leaf = key.split(".")
         for part in path:
             node = node.setdefault(part, {})
-        node[leaf] = yaml.safe_load(value)
+        node[leaf] = _value(value)
     return config_from_dict(data, "<generalise>", check_files=False)
 
 

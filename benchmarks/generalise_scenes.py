@@ -55,7 +55,7 @@ def class_spectra(rng: np.random.Generator, k: int, bands: int) -> np.ndarray:
         for i in (j, j + 1):
             if i < k:
                 c, w = rng.random(), rng.uniform(0.03, 0.1)
-                out[i] = base + rng.uniform(0.02, 0.05) * rng.choice([-1, 1]) * np.exp(-0.5 * ((wl - c) / w) ** 2)
+                out[i] = base + rng.uniform(0.015, 0.035) * rng.choice([-1, 1]) * np.exp(-0.5 * ((wl - c) / w) ** 2)
     return np.clip(out, 0.005, None)
 
 
@@ -73,7 +73,7 @@ def simulate(labels: np.ndarray, k: int, bands: int, seed: int, noise: float = 0
     obj_class[objects[objects > 0]] = labels[objects > 0]
     spectra = class_spectra(rng, k, bands)
     wl = np.linspace(-1.0, 1.0, bands)
-    bright, tilt = rng.normal(1.0, 0.1, n_obj + 1), rng.normal(0.0, 0.03, n_obj + 1)
+    bright, tilt = rng.normal(1.0, 0.15, n_obj + 1), rng.normal(0.0, 0.05, n_obj + 1)
     cls = np.clip(obj_class[objects] - 1, 0, None)
     hsi = spectra[cls] * bright[objects][..., None] + tilt[objects][..., None] * wl
     mix = _smooth(rng, (h, w), 6)[..., None]
@@ -140,7 +140,7 @@ def houston_sim(bands: int = 48, seed: int = 21) -> Scene:
 SCENES = {
     "trento_std": trento_std,
     "trento_table": trento_table,
-    "syn_12x10": lambda: synthetic("syn_12x10", k=12, per_class=10, bands=32, noise=0.01, height_levels=4),
+    "syn_12x10": lambda: synthetic("syn_12x10", k=12, per_class=10, bands=32, noise=0.02, height_levels=4),
     "syn_150_noisy": lambda: synthetic("syn_150_noisy", k=8, per_class=30, bands=150, noise=0.04, height_levels=4),
     "syn_lidar_weak": lambda: synthetic("syn_lidar_weak", k=8, per_class=30, bands=48, noise=0.012, height_levels=2),
     "houston_sim": houston_sim,
