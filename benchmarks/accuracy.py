@@ -30,7 +30,9 @@ from feddiff.data.loader import load_scene  # noqa: E402
 from feddiff.metrics import classification_metrics  # noqa: E402
 from feddiff.model.branch import conv_path  # noqa: E402
 from feddiff.data.sources import pixel_sets, sources  # noqa: E402
-from feddiff.model.train import cosine_lr, epoch_plan, epoch_rng, set_lr, set_seed, train_centralised  # noqa: E402
+from feddiff.model.centralised import train_centralised  # noqa: E402
+from feddiff.model.optim import cosine_lr, epoch_plan, epoch_rng, set_lr  # noqa: E402
+from feddiff.model.pretrain import set_seed  # noqa: E402
 
 METHODS = ["feddiff", "feddiff_no_diffusion", "hsi_only", "lidar_only", "svm", "cnn_two_branch"]
 

@@ -35,7 +35,7 @@ from feddiff.data.scene import Scene  # noqa: E402
 from feddiff.metrics import classification_metrics  # noqa: E402
 from feddiff.model.branch import ModalityBranch  # noqa: E402
 from feddiff.data.sources import PatchSource, PixelSet, pixel_sets, sources  # noqa: E402
-from feddiff.model.train import cosine_lr, epoch_plan, epoch_rng, set_lr  # noqa: E402
+from feddiff.model.optim import cosine_lr, epoch_plan, epoch_rng, set_lr  # noqa: E402
 
 INPUTS = ("raw", "diffusion", "both")
 

@@ -72,3 +72,26 @@ def apply_split(
     if mode == "per_class_fraction":
         return per_class_split(full, seed, fraction=fraction)
     raise ValueError(f"apply_split: unknown mode {mode!r}")
+
+
+def validation_split(train: np.ndarray, fraction: float, seed: int) -> tuple[np.ndarray, np.ndarray]:
+    """(fit_map, val_map) carved from the training map alone: ``fraction`` of each class (rounded)
+    goes to validation, drawn with its own seeded generator, and every class keeps at least one
+    fitting pixel (a class with one training pixel gives none to validation).
+
+    Why from the training pixels: everything chosen per scene (epochs, self-training) is chosen
+    on these, so test pixels are read only for the final report. The test map is not an input,
+    so a validation pixel cannot be a test pixel.
+    """
+    if not 0.0 <= fraction < 1.0:
+        raise ValueError(f"validation_split: fraction must be in [0, 1), got {fraction}")
+    rng = np.random.default_rng([seed, 0x7A1])
+    flat = np.asarray(train).reshape(-1)
+    val = np.zeros_like(flat)
+    for k in np.unique(flat[flat > 0]):
+        idx = np.flatnonzero(flat == k)
+        n = min(int(round(fraction * idx.shape[0])), idx.shape[0] - 1)
+        if n > 0:
+            val[rng.choice(idx, size=n, replace=False)] = k
+    fit = np.where(val > 0, 0, flat)
+    return fit.reshape(train.shape), val.reshape(train.shape)

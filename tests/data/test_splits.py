@@ -91,3 +91,37 @@ def test_split_properties(seed, n, shape):
     for k in np.unique(lab[lab > 0]):
         size = (lab == k).sum()
         assert (train == k).sum() == (min(n, size - 1) if size > 1 else 1)
+
+
+def test_validation_split_is_carved_from_training_pixels_only_and_reproducible():
+    """The validation pixels are training pixels: never a test pixel, and the same on every run."""
+    from feddiff.data.splits import validation_split
+
+    full = random_labels(5, (60, 70), k=5)
+    train, test = per_class_split(full, 1, per_class=30)
+    fit, val = validation_split(train, 0.2, seed=7)
+    assert not ((val > 0) & (test > 0)).any()
+    assert not ((val > 0) & (fit > 0)).any()
+    assert np.array_equal(np.where(val > 0, val, fit), train)
+    for k in range(1, 6):
+        assert (val == k).sum() == 6 and (fit == k).sum() == 24
+    again = validation_split(train, 0.2, seed=7)
+    assert np.array_equal(again[0], fit) and np.array_equal(again[1], val)
+    other = validation_split(train, 0.2, seed=8)[1]
+    assert not np.array_equal(other, val)
+
+
+def test_validation_split_small_classes_keep_a_training_pixel():
+    from feddiff.data.splits import validation_split
+
+    train = np.zeros((10, 10), np.int64)
+    train[0, :2] = 1  # two pixels: 0.9 of them rounds to 2, one must stay
+    train[1, 0] = 2  # one pixel: nothing to spare
+    train[2, :] = 3
+    fit, val = validation_split(train, 0.9, seed=0)
+    assert (fit == 1).sum() == 1 and (val == 1).sum() == 1
+    assert (fit == 2).sum() == 1 and (val == 2).sum() == 0
+    assert (fit == 3).sum() == 1 and (val == 3).sum() == 9
+    assert validation_split(train, 0.0, seed=0)[1].max() == 0
+    with pytest.raises(ValueError):
+        validation_split(train, 1.0, seed=0)

@@ -13,7 +13,7 @@ from feddiff.errors import FedDiffError
 from feddiff.model.checkpoint import load_checkpoint, save_checkpoint
 from feddiff.model.ensemble import EnsembleNet, build_net, check_federable, member_config
 from feddiff.model.net import FedDiffNet
-from feddiff.model.train import train_centralised
+from feddiff.model.centralised import train_centralised
 
 SMALL = ModelSpec(unet=UNetSpec(base_channels=8, num_res_blocks=1), head_channels=16, feature_timesteps=[5, 50])
 BANDS = {"hsi": 4, "lidar": 2}

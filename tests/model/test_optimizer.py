@@ -6,7 +6,7 @@ import torch
 
 from feddiff.config import ModelSpec, TrainSpec
 from feddiff.model.net import FedDiffNet
-from feddiff.model.train import cosine_lr, load_optimizer_state, make_optimizer, set_lr
+from feddiff.model.optim import cosine_lr, load_optimizer_state, make_optimizer, set_lr
 
 SPEC = ModelSpec(patch_size=8, head_channels=8, feature_timesteps=[5])
 SPEC = dataclasses.replace(SPEC, unet=dataclasses.replace(SPEC.unet, base_channels=8, num_res_blocks=1))

@@ -8,7 +8,7 @@ import torch
 from feddiff.config import SyntheticSpec, config_from_dict
 from feddiff.data.loader import load_scene
 from feddiff.model.checkpoint import load_checkpoint, save_checkpoint
-from feddiff.model.train import train_centralised
+from feddiff.model.centralised import train_centralised
 
 CFG = {
     "scene": {"synthetic": {"seed": 2, "rows": 48, "cols": 64, "bands": 16, "train_per_class": 30}},

@@ -1,0 +1,171 @@
+"""Does one config win everywhere? FedDiff with the DEFAULTS of feddiff/config.py on six scenes
+nobody tuned for, against an RBF SVM and a plain two-branch CNN (benchmarks/generalise_scenes.py
+says how each scene is made).
+
+Rows per scene: feddiff (per seed), feddiff_no_diffusion, svm (C/gamma by 3-fold CV on the
+training pixels; deterministic, run once), cnn_two_branch; OA/AA/kappa mean +- sd, train
+seconds, peak RSS. Every run is its own subprocess, so its peak RSS is its own. Writes
+benchmarks/results/generalise.json as {"scenes": {scene: {method: {"oa_mean", "oa_sd", ...}}}}
+and prints one table with FedDiff's margin over the SVM and the CNN.
+
+    python benchmarks/generalise.py [--scenes trento_std syn_12x10] [--seeds 0 1 2]
+        [--methods feddiff svm] [--merge] [--set model.dropout=0.5 train.self_train=off --out x.json]
+
+``--set`` runs a candidate recipe (dotted keys over the defaults, YAML values) on every scene:
+the recipe search is this benchmark rerun per candidate, never a per-scene change, and never
+a look at test pixels beyond the final report each run writes.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import resource
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(ROOT / "benchmarks"))
+
+METHODS = ["feddiff", "feddiff_no_diffusion", "svm", "cnn_two_branch"]
+OUT = ROOT / "benchmarks" / "results" / "generalise.json"
+
+
+def _value(text: str):
+    """JSON where it parses (numbers, true/false, lists), the plain string otherwise: YAML
+    would read ``off`` as false."""
+    try:
+        return json.loads(text)
+    except json.JSONDecodeError:
+        return text
+
+
+def recipe(sets: list[str], seed: int):
+    """The default config with ``--set`` overrides and the run's seed."""
+    from feddiff.config import config_from_dict
+
+    data: dict = {"name": "generalise", "train": {"seed": seed}}
+    for item in sets:
+        key, _, value = item.partition("=")
+        node = data
+        *path, leaf = key.split(".")
+        for part in path:
+            node = node.setdefault(part, {})
+        node[leaf] = _value(value)
+    return config_from_dict(data, "<generalise>", check_files=False)
+
+
+def run_one(scene_name: str, method: str, seed: int, sets: list[str]) -> dict:
+    """One (scene, method, seed) in this process; returns its row."""
+    from accuracy import run_cnn
+    from generalise_scenes import SCENES
+
+    from feddiff.baselines import svm_baseline
+    from feddiff.model.centralised import effective_config, train_centralised
+
+    scene = SCENES[scene_name]()
+    mods = list(scene.modalities)
+    cfg = effective_config(recipe(sets, seed), scene)
+    t0 = time.perf_counter()
+    if method == "svm":
+        r = svm_baseline(scene, mods, seed)
+        row = {**r, "train_s": r["seconds"]["fit"]}
+    elif method == "cnn_two_branch":
+        row = run_cnn(cfg, scene)
+    else:
+        if method == "feddiff_no_diffusion":
+            cfg = dataclasses.replace(cfg, model=dataclasses.replace(cfg.model, use_diffusion=False))
+        res = train_centralised(cfg, scene, mods, progress=False)
+        sel = res.history.selection
+        row = {**res.metrics, "train_s": res.history.seconds["pretrain"] + res.history.seconds["classifier"],
+               "chosen": sel.get("chosen"), "val_oa": {c["name"]: c["best_val_oa"] for c in sel.get("candidates", [])}}
+    row = {k: row[k] for k in ("oa", "aa", "kappa", "train_s", "chosen", "val_oa", "C", "gamma") if k in row}
+    row["wall_s"] = time.perf_counter() - t0
+    row["peak_rss_mb"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    return row
+
+
+def summarise(rows: list[dict], seeds: list[int]) -> dict:
+    def stat(key: str, scale: float = 100.0) -> tuple[float, float]:
+        v = np.array([r[key] for r in rows]) * scale
+        return float(v.mean()), float(v.std(ddof=1)) if len(v) > 1 else 0.0
+
+    (oa, oa_sd), (aa, aa_sd), (ka, ka_sd) = stat("oa"), stat("aa"), stat("kappa", 1.0)
+    out = {"oa_mean": oa, "oa_sd": oa_sd, "aa_mean": aa, "aa_sd": aa_sd, "kappa_mean": ka, "kappa_sd": ka_sd,
+           "train_s": float(np.mean([r["train_s"] for r in rows])), "peak_rss_mb": float(max(r["peak_rss_mb"] for r in rows)),
+           "seeds": seeds, "per_seed_oa": [round(100 * r["oa"], 2) for r in rows]}
+    for extra in ("chosen", "val_oa", "C", "gamma"):
+        if extra in rows[0]:
+            out[extra] = [r[extra] for r in rows]
+    return out
+
+
+def table(scenes: dict) -> str:
+    lines = ["| scene | method | OA % | AA % | kappa | train s | peak RSS MB | seeds |", "|---|---|---|---|---|---|---|---|"]
+    for name, rows in scenes.items():
+        for m, r in rows.items():
+            lines.append(f"| {name} | {m} | {r['oa_mean']:.2f} +- {r['oa_sd']:.2f} | {r['aa_mean']:.2f} | {r['kappa_mean']:.4f} "
+                         f"| {r['train_s']:.0f} | {r['peak_rss_mb']:.0f} | {len(r['seeds'])} |")
+    lines += ["", "| scene | FedDiff - SVM (target >= +1.0) | FedDiff - CNN (target >= 0) |", "|---|---|---|"]
+    for name, rows in scenes.items():
+        if "feddiff" in rows:
+            gap = {b: f"{rows['feddiff']['oa_mean'] - rows[b]['oa_mean']:+.2f}" if b in rows else "n/a" for b in ("svm", "cnn_two_branch")}
+            lines.append(f"| {name} | {gap['svm']} | {gap['cnn_two_branch']} |")
+    return "\n".join(lines)
+
+
+def main() -> int:
+    from generalise_scenes import SCENES
+
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--scenes", nargs="+", choices=list(SCENES), default=list(SCENES))
+    ap.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
+    ap.add_argument("--methods", nargs="+", choices=METHODS, default=METHODS)
+    ap.add_argument("--set", nargs="*", default=[], dest="sets", help="candidate recipe: dotted.key=value over the defaults")
+    ap.add_argument("--out", default=str(OUT))
+    ap.add_argument("--merge", action="store_true", help="keep the other scenes/methods of an existing --out")
+    ap.add_argument("--timeout", type=float, default=1200, help="seconds per run (the 20 min target)")
+    ap.add_argument("--one", nargs=3, metavar=("SCENE", "METHOD", "SEED"), help=argparse.SUPPRESS)
+    args = ap.parse_args()
+    if args.one:
+        print(json.dumps(run_one(args.one[0], args.one[1], int(args.one[2]), args.sets)))
+        return 0
+    out = Path(args.out)
+    doc = json.loads(out.read_text()) if args.merge and out.exists() else {}
+    if doc.get("set", []) != args.sets:
+        doc = {}
+    doc.update({"config": "defaults of feddiff/config.py", "set": args.sets})
+    scenes = doc.setdefault("scenes", {})
+    for name in args.scenes:
+        for m in args.methods:
+            seeds = args.seeds[:1] if m == "svm" else args.seeds
+            rows = []
+            for seed in seeds:
+                cmd = [sys.executable, __file__, "--one", name, m, str(seed), "--set", *args.sets]
+                try:
+                    p = subprocess.run(cmd, capture_output=True, text=True, timeout=args.timeout)
+                except subprocess.TimeoutExpired:
+                    print(f"{name} {m} seed {seed}: over {args.timeout:.0f} s, skipped", flush=True)
+                    continue
+                if p.returncode != 0:
+                    print(f"{name} {m} seed {seed}: failed\n{p.stderr[-2000:]}", flush=True)
+                    continue
+                rows.append(json.loads(p.stdout.strip().splitlines()[-1]))
+                r = rows[-1]
+                print(f"{name} {m} seed {seed}: OA {100 * r['oa']:.2f}  train {r['train_s']:.0f} s  RSS {r['peak_rss_mb']:.0f} MB {r.get('chosen') or ''}", flush=True)
+            if rows:
+                scenes.setdefault(name, {})[m] = summarise(rows, seeds[: len(rows)])
+                out.parent.mkdir(parents=True, exist_ok=True)
+                out.write_text(json.dumps(doc, indent=2))
+    print(table(scenes))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,93 @@
+"""Stage-2 optimisation shared by every role: the optimiser, its learning-rate schedule and the
+epoch plan (batch order and dihedral codes).
+
+Centralised training, the federated aggregator and the stations all build their optimiser and
+draw their batches here, so with one seed they take the very same steps.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Iterable
+
+import numpy as np
+import torch
+import torch.nn as nn
+
+from feddiff.config import TrainSpec
+from feddiff.model.comm import LowRankDecoder, LowRankEncoder
+
+log = logging.getLogger("feddiff.train")
+
+
+def batches(n: int, batch: int, rng: np.random.Generator | None) -> list[np.ndarray]:
+    idx = rng.permutation(n) if rng is not None else np.arange(n)
+    return [idx[i : i + batch] for i in range(0, n, batch)]
+
+
+def epoch_plan(n: int, batch: int, rng: np.random.Generator, augment: bool) -> list[tuple[np.ndarray, np.ndarray | None]]:
+    """The epoch's batches (sample indices) and their dihedral codes. Centralised training and the
+    federated aggregator both draw from this one function, so with one seed they see the very
+    same batches and augmentations."""
+    plan = []
+    for idx in batches(n, batch, rng):
+        plan.append((idx, rng.integers(0, 8, idx.shape[0]) if augment else None))
+    return plan
+
+
+def epoch_rng(seed: int, epoch: int) -> np.random.Generator:
+    """One generator per epoch: a job resumed at epoch e draws what an uninterrupted one would."""
+    return np.random.default_rng([seed, epoch])
+
+
+def cosine_lr(base: float, epoch: int, epochs: int) -> float:
+    """Learning rate of an epoch; a pure function of the epoch so a resumed job needs no
+    scheduler state."""
+    return float(base * 0.5 * (1 + np.cos(np.pi * epoch / max(epochs, 1))))
+
+
+def make_optimizer(modules: Iterable[nn.Module], t: TrainSpec) -> torch.optim.Adam:
+    """Adam over the modules' trainable parameters, the communication module's bases at
+    ``t.comm_lr_scale`` times the rate.
+
+    Why: Adam moves every entry of a matrix by about the learning rate per step whatever its
+    gradient, so the dense D x r bases of the encoder and decoder drift far from their start
+    within a few hundred steps and the classifier fits the training fields through them (README,
+    "Communication module"). Every role builds its optimiser here, so the federated job follows
+    the centralised one step for step."""
+    comm_ids: set[int] = set()
+    params: list[nn.Parameter] = []
+    for module in modules:
+        for sub in module.modules():
+            if isinstance(sub, (LowRankEncoder, LowRankDecoder)):
+                comm_ids.update(id(p) for p in sub.parameters())
+        params.extend(p for p in module.parameters() if p.requires_grad)
+    rest = [p for p in params if id(p) not in comm_ids]
+    comm = [p for p in params if id(p) in comm_ids]
+    groups = [{"params": rest or [nn.Parameter(torch.zeros(1))], "scale": 1.0}]
+    if comm:
+        groups.append({"params": comm, "scale": t.comm_lr_scale})
+    opt = torch.optim.Adam(groups, lr=t.lr)
+    set_lr(opt, t.lr)
+    return opt
+
+
+def load_optimizer_state(opt: torch.optim.Optimizer, state: dict, where: str) -> bool:
+    """Resume ``opt`` from stored state; False when it no longer fits.
+
+    Why not fail: state written before ``make_optimizer`` split the comm bases into their own
+    group has one group where this build has two, and torch refuses it. The weights are stored
+    apart and still load, so a job resumed across that upgrade keeps its model and round and
+    only restarts Adam's moments (a warning says so) instead of refusing to start."""
+    try:
+        opt.load_state_dict(state)
+        return True
+    except ValueError as e:
+        log.warning("%s: stored optimiser state does not fit this build (%s); Adam's moments restart from zero, the weights are kept", where, e)
+        return False
+
+
+def set_lr(opt: torch.optim.Optimizer, lr: float) -> None:
+    """Every group at ``lr`` times its ``scale`` (see ``make_optimizer``)."""
+    for g in opt.param_groups:
+        g["lr"] = lr * g.get("scale", 1.0)
