@@ -130,6 +130,7 @@ def build_parser() -> argparse.ArgumentParser:
     sp.add_argument("--out", default=None, help="output folder (default: the config's output_dir)")
     sp.add_argument("--epochs", type=int, default=None, help="override train.epochs")
     sp.add_argument("--pretrain-steps", type=int, default=None, help="override train.pretrain_steps")
+    sp.add_argument("--no-svm", action="store_true", help="skip the RBF-SVM baseline (huge scenes)")
 
     sp = add("edge", cmd_edge, "run an edge agent (base station) for one or more modalities")
     sp.add_argument("--config", required=True, help="job YAML (scene + federation)")
@@ -177,6 +178,7 @@ def build_parser() -> argparse.ArgumentParser:
     sp.add_argument("--out", default="out")
     sp.add_argument("--broker", choices=["auto", "mosquitto", "embedded"], default="auto")
     sp.add_argument("--security", choices=["none", "signed", "he"], default=None)
+    sp.add_argument("--http-port", type=int, default=None, help="serve the dashboard on this port (stations on the next ones, N+1, N+2 ...); absent or 0: off")
     return p
 
 

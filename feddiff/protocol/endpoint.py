@@ -82,6 +82,7 @@ def open_channel(
         tls_key=key,
         keepalive=b.keepalive,
         will=will,
+        drop_retained=topics.carries_messages,
     )
     transport.connect(connect_timeout)
     for t in subscriptions:

@@ -62,3 +62,12 @@ def parse_topic(topic: str) -> tuple[str, str, Optional[str]]:
     if len(parts) == 4 and parts[0] == ROOT and parts[2] in ("up", "down", "presence") and is_valid_id(parts[1]) and is_valid_id(parts[3]):
         return parts[1], parts[2], parts[3]
     raise ValueError(f"topic {topic!r} is not a feddiff topic")
+
+
+def carries_messages(topic: str) -> bool:
+    """True for the up, down and ctl topics: channels never publish retained, so a retained
+    message there is stale by nature (a fresh or restarted subscriber would process it again)."""
+    try:
+        return parse_topic(topic)[1] in ("up", "down", "ctl")
+    except ValueError:
+        return False

@@ -58,8 +58,12 @@ class MqttTransport:
         reconnect_min_s: float = 0.25,
         reconnect_max_s: float = 8.0,
         full_timeout_s: float = 10.0,
+        drop_retained: Optional[Callable[[str], bool]] = None,
     ) -> None:
         client_id = session_client_id(client_id, username)
+        # topics whose retained messages are stale by nature: dropped and counted
+        self.drop_retained = drop_retained
+        self.dropped_retained = 0
         self.client_id, self.host, self.port, self.keepalive = client_id, host, port, keepalive
         self.publish_timeout = publish_timeout
         self.full_timeout_s = full_timeout_s
@@ -130,6 +134,10 @@ class MqttTransport:
 
     def _on_message(self, client, userdata, msg: mqtt.MQTTMessage) -> None:
         topic, payload = msg.topic, bytes(msg.payload)
+        if msg.retain and self.drop_retained is not None and self.drop_retained(topic):
+            self.dropped_retained += 1
+            log.warning("dropped a retained message on %s", topic, extra={"event": "rejected", "reason": "retained", "topic": topic})
+            return
         callback = self._callback
         if callback is not None:
             try:
