@@ -11,221 +11,34 @@ from __future__ import annotations
 import dataclasses
 import types
 import typing
-from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Optional
+from typing import Any
 
 import yaml
 
+from feddiff.config_specs import (
+    ArraySource,
+    BrokerSpec,
+    ClientSpec,
+    CommSpec,
+    Config,
+    FederationSpec,
+    ModelSpec,
+    SampleTableSpec,
+    SceneSpec,
+    ScheduleSpec,
+    SplitSpec,
+    SyntheticSpec,
+    TrainSpec,
+    UNetSpec,
+)
 from feddiff.errors import ConfigError
 
-
-def _rng(lo: float | None = None, hi: float | None = None, choices: tuple | None = None) -> dict:
-    return {"range": (lo, hi), "choices": choices}
-
-
-@dataclass
-class ArraySource:
-    """One array in a file: .mat (v5 or v7.3), .npy, .npz or GeoTIFF; ``key`` picks the variable."""
-
-    path: str
-    key: Optional[str] = None
-
-
-@dataclass
-class SyntheticSpec:
-    """Parameters of the seeded synthetic scene (the embedded default)."""
-
-    seed: int = field(default=0, metadata=_rng(0))
-    rows: int = field(default=96, metadata=_rng(16, 4096))
-    cols: int = field(default=128, metadata=_rng(16, 4096))
-    bands: int = field(default=32, metadata=_rng(4, 512))
-    train_per_class: int = field(default=40, metadata=_rng(1))
-    # A third modality, "sar" (VV, VH backscatter in dB with speckle), and a seventh class,
-    # ploughed soil, that only it tells from bare soil (data.synthetic); off keeps the scene as is.
-    sar: bool = False
-
-
-@dataclass
-class SplitSpec:
-    """How training pixels are chosen: the given maps, or seeded per-class draws."""
-
-    mode: str = field(default="given", metadata=_rng(choices=("given", "per_class_count", "per_class_fraction")))
-    per_class: int = field(default=20, metadata=_rng(1))
-    fraction: float = field(default=0.1, metadata=_rng(0.0, 1.0))
-    seed: int = field(default=0, metadata=_rng(0))
-
-
-@dataclass
-class SampleTableSpec:
-    """Pre-extracted pixels: per-modality N x C matrices, a label vector and a split vector."""
-
-    modalities: dict[str, ArraySource]
-    labels: ArraySource
-    split: ArraySource  # 1 = train, 2 = test, 0 = unused
-
-
-@dataclass
-class SceneSpec:
-    modalities: dict[str, ArraySource] = field(default_factory=dict)
-    train_labels: Optional[ArraySource] = None
-    test_labels: Optional[ArraySource] = None
-    labels: Optional[ArraySource] = None  # one full map, split by ``split``
-    class_names: list[str] = field(default_factory=list)
-    synthetic: Optional[SyntheticSpec] = None
-    sample_table: Optional[SampleTableSpec] = None
-    split: SplitSpec = field(default_factory=SplitSpec)
-
-
-@dataclass
-class ScheduleSpec:
-    timesteps: int = field(default=500, metadata=_rng(2, 10000))
-    beta_schedule: str = field(default="linear", metadata=_rng(choices=("linear", "cosine")))
-    beta_start: float = field(default=1e-4, metadata=_rng(0.0, 1.0))
-    beta_end: float = field(default=0.02, metadata=_rng(0.0, 1.0))
-    loss: str = field(default="l1", metadata=_rng(choices=("l1", "mse")))
-
-
-@dataclass
-class UNetSpec:
-    base_channels: int = field(default=32, metadata=_rng(4, 512))
-    channel_mult: list[int] = field(default_factory=lambda: [1, 2])
-    num_res_blocks: int = field(default=1, metadata=_rng(1, 8))
-    attention: bool = True
-    freq_block: bool = True
-    groups: int = field(default=8, metadata=_rng(1, 64))
-
-
-@dataclass
-class CommSpec:
-    """The lightweight communication module: low-rank factorisation then int quantisation."""
-
-    rank: int = field(default=32, metadata=_rng(1, 4096))
-    bits: int = field(default=8, metadata=_rng(choices=(8, 16, 32)))
-    enabled: bool = True
-
-
-@dataclass
-class ModelSpec:
-    """The defaults here and in TrainSpec are the general recipe (benchmarks/generalise.py);
-    ``preset: published`` fills every key a config leaves out with FedDiff as published
-    instead (``PUBLISHED``)."""
-
-    preset: str = field(default="recipe", metadata=_rng(choices=("recipe", "published")))
-    patch_size: int = field(default=8, metadata=_rng(1, 64))
-    # Denoiser of the diffusion branch: the 2-D U-Net, or the per-pixel residual MLP of
-    # model.spectral (sized by the same unet section); auto = spectral when patch_size is 1.
-    denoiser: str = field(default="auto", metadata=_rng(choices=("auto", "unet", "spectral")))
-    unet: UNetSpec = field(default_factory=UNetSpec)
-    schedule: ScheduleSpec = field(default_factory=ScheduleSpec)
-    feature_timesteps: list[int] = field(default_factory=lambda: [5, 50])
-    use_diffusion: bool = True
-    head_channels: int = field(default=32, metadata=_rng(4, 1024))
-    # Dropout on each FR stream's pooled features before its classifier (0 = FedDiff as
-    # published); see model.fusion.Stream for why the accuracy config uses it. The HE mode's
-    # additive head (fusion: additive) has no streams and ignores it.
-    dropout: float = field(default=0.0, metadata=_rng(0.0, 0.9))
-    # Stage-2 ensemble (model.ensemble): K classifiers over the same frozen denoisers and one
-    # feature pass, probabilities averaged. 1 = FedDiff as published; federation trains one.
-    members: int = field(default=1, metadata=_rng(1, 16))
-    # Which fusion the federated job trains: "interaction" (the FR-stream head, at the aggregator)
-    # or "additive" (the summed-ciphertext head of HE mode, at a third-party label holder);
-    # "auto" picks additive exactly when federation.security is he.
-    fusion: str = field(default="auto", metadata=_rng(choices=("auto", "interaction", "additive")))
-    he_dim: int = field(default=32, metadata=_rng(1, 4096))  # width of the encrypted sum in HE mode
-    comm: CommSpec = field(default_factory=CommSpec)
-
-
-@dataclass
-class TrainSpec:
-    seed: int = field(default=0, metadata=_rng(0))
-    threads: int = field(default=2, metadata=_rng(1, 256))
-    pretrain_steps: int = field(default=3000, metadata=_rng(0))
-    pretrain_batch: int = field(default=64, metadata=_rng(1))
-    pretrain_lr: float = field(default=2e-4, metadata=_rng(0.0, 1.0))
-    epochs: int = field(default=40, metadata=_rng(1))
-    batch_size: int = field(default=64, metadata=_rng(1))
-    lr: float = field(default=1e-3, metadata=_rng(0.0, 1.0))
-    comm_lr_scale: float = field(default=1.0, metadata=_rng(0.0, 1.0))  # see model.optim.make_optimizer
-    # FedDiff's L2 term and MSE tie between the streams stay implemented (preset: published);
-    # on the sharper features of a well-pretrained denoiser they cost 1.7 points OA on Trento
-    # (configs/trento_sim_accurate.yaml, stage-2 seeds 0-2), so the recipe leaves them out.
-    l2: float = field(default=0.0, metadata=_rng(0.0, 1.0))
-    mse_weight: float = field(default=0.0, metadata=_rng(0.0))
-    augment: bool = True
-    eval_batch: int = field(default=512, metadata=_rng(1))
-    # Share of each class's training pixels held out to choose the stage-2 epoch count and
-    # whether to self-train (model.selection); 0 = the last epoch, no contest (as published).
-    # The chosen setting is then retrained on all training pixels.
-    val_fraction: float = field(default=0.2, metadata=_rng(0.0, 0.9))
-    # Self-training on confident unlabelled pixels (model.pseudo): off, on, or auto = kept only
-    # when it wins on the validation pixels.
-    self_train: str = field(default="auto", metadata=_rng(choices=("off", "auto", "on")))
-    pseudo_pool: int = field(default=8192, metadata=_rng(1))  # random unlabelled pixels scored
-    pseudo_ratio: float = field(default=2.0, metadata=_rng(0.0))  # pseudo pixels per class / labelled per class
-    pseudo_threshold: float = field(default=0.9, metadata=_rng(0.0, 1.0))
-    # The RBF-SVM baseline beside FedDiff in every train report (feddiff.baselines); off for
-    # scenes whose training set makes a kernel SVM's cross-validation too slow.
-    svm_baseline: bool = True
-
-
-@dataclass
-class BrokerSpec:
-    host: str = "127.0.0.1"
-    port: int = field(default=1883, metadata=_rng(0, 65535))
-    username: Optional[str] = None
-    password_file: Optional[str] = None
-    tls_ca: Optional[str] = None
-    tls_cert: Optional[str] = None
-    tls_key: Optional[str] = None
-    keepalive: int = field(default=30, metadata=_rng(1, 3600))
-
-
-@dataclass
-class ClientSpec:
-    modalities: list[str]
-    region: Optional[list[int]] = None  # [row0, row1, col0, col1] for horizontal mode
-
-
-@dataclass
-class FederationSpec:
-    job: str = "demo"
-    broker: BrokerSpec = field(default_factory=BrokerSpec)
-    clients: dict[str, ClientSpec] = field(default_factory=dict)
-    label_holder: str = "aggregator"
-    security: str = field(default="none", metadata=_rng(choices=("none", "signed", "he")))
-    keys_dir: Optional[str] = None
-    state_dir: str = "state"
-    round_timeout_s: float = field(default=60.0, metadata=_rng(0.1))
-    max_retries: int = field(default=3, metadata=_rng(0))
-    chunk_bytes: int = field(default=256 * 1024, metadata=_rng(1024))
-    max_message_bytes: int = field(default=64 * 1024 * 1024, metadata=_rng(1024))
-    # HE: a sample whose ciphertext sum has one station's features shows them to the label
-    # holder; refused unless the operator accepts that here (docs/security.md).
-    he_allow_single_contributor: bool = False
-    # /metrics, /healthz and the dashboard of a daemon (0 = off). Loopback unless http_host says
-    # otherwise: exposing it is an operator's decision.
-    http_port: int = field(default=0, metadata=_rng(0, 65535))
-    http_host: str = "127.0.0.1"
-    write_map: bool = True
-
-
-@dataclass
-class Config:
-    name: str = "scene"
-    scene: SceneSpec = field(default_factory=SceneSpec)
-    model: ModelSpec = field(default_factory=ModelSpec)
-    train: TrainSpec = field(default_factory=TrainSpec)
-    federation: FederationSpec = field(default_factory=FederationSpec)
-    output_dir: str = "out"
-    source: str = field(default="<defaults>", metadata={"internal": True})
-
-    def resolve(self, path: str) -> Path:
-        """Paths in a config are relative to the config file, so a config travels with its data."""
-        p = Path(path).expanduser()
-        if p.is_absolute() or self.source.startswith("<"):
-            return p
-        return (Path(self.source).parent / p).resolve()
+__all__ = [
+    "ArraySource", "BrokerSpec", "ClientSpec", "CommSpec", "Config", "ConfigError", "FederationSpec", "ModelSpec",
+    "SampleTableSpec", "SceneSpec", "ScheduleSpec", "SplitSpec", "SyntheticSpec", "TrainSpec", "UNetSpec",
+    "config_from_dict", "config_hash", "config_to_dict", "load_config",
+]
 
 
 def _describe(tp: Any) -> str:

@@ -18,7 +18,9 @@ TINY = {
         "head_channels": 16,
         "comm": {"rank": 8, "bits": 8},
     },
-    "train": {"seed": 0, "threads": 1, "pretrain_steps": 5, "pretrain_batch": 16, "epochs": 1, "batch_size": 16},
+    # a few plain epochs: export checks need a trained graph, not per-scene model selection
+    "train": {"seed": 0, "threads": 1, "pretrain_steps": 5, "pretrain_batch": 16, "epochs": 3, "batch_size": 16,
+              "val_fraction": 0.0, "self_train": "off"},
 }
 
 
