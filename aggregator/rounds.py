@@ -16,7 +16,7 @@ import numpy as np
 import torch
 
 from feddiff.config import Config
-from feddiff.model.train import epoch_plan, epoch_rng
+from feddiff.model.optim import epoch_plan, epoch_rng
 from feddiff.protocol import jobs
 from feddiff.protocol.messages import Commit, Committed, Hello, Job, Ready, Samples
 

@@ -95,7 +95,7 @@ def train_small(config: str, out: Path) -> Path:
     from feddiff.config import config_from_dict, load_config
     from feddiff.data.loader import load_scene
     from feddiff.model.checkpoint import save_checkpoint
-    from feddiff.model.train import train_centralised
+    from feddiff.model.centralised import train_centralised
 
     cfg = load_config(config)
     d = dataclasses.asdict(cfg)

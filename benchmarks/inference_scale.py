@@ -55,7 +55,7 @@ def train_tiny(folder: Path) -> Path:
     from feddiff.config import load_config
     from feddiff.data.loader import load_scene
     from feddiff.model.checkpoint import save_checkpoint
-    from feddiff.model.train import train_centralised
+    from feddiff.model.centralised import train_centralised
 
     doc = {"name": "scale", "scene": {"synthetic": {"seed": 0, "rows": 64, "cols": 64, "bands": TINY_BANDS, "train_per_class": 20}}, "model": TINY_MODEL,
            "train": {"seed": 0, "threads": 1, "pretrain_steps": 20, "pretrain_batch": 32, "epochs": 2, "batch_size": 32}}

@@ -33,7 +33,8 @@ from feddiff.state.layout import PRETRAINED, station_store  # noqa: E402
 from feddiff.model.net import FedDiffNet  # noqa: E402
 from feddiff.data.sources import pixel_sets, sources  # noqa: E402
 from feddiff.model.ensemble import build_net  # noqa: E402
-from feddiff.model.train import predict, pretrain_denoiser, set_seed, train_stage2  # noqa: E402
+from feddiff.model.pretrain import pretrain_denoiser, set_seed  # noqa: E402
+from feddiff.model.stage2 import predict, train_stage2  # noqa: E402
 
 
 def cached(path: Path, resume: bool, compute: Callable[[], dict]) -> dict:

@@ -51,7 +51,8 @@ def _chain_round_trip_s(mode: str, size: int, keys_dir: Path, state: Path, repea
     import time
 
     from crypto import security_filters
-    from crypto.keys import load_directory, load_party
+    from crypto.directory import load_directory
+    from crypto.keys import load_party
     from feddiff.config import Config
     from feddiff.protocol.endpoint import build_chain, fresh_seq
     from feddiff.protocol.envelope import describe_payload, pack, unpack
@@ -81,7 +82,7 @@ def filter_costs(out: Path, sizes: tuple[int, ...] = (1024, 65536, 1 << 20, 8 <<
     import time
 
     from crypto.he_context import HOLDER_PUBLIC, HOLDER_SIG, verify_public_context
-    from crypto.keys import load_directory
+    from crypto.directory import load_directory
     from crypto.provision import init_job, issue, provision_he_holder
 
     doc: dict = {"repeats": repeats, "round_trip_ms": {}}

@@ -37,7 +37,7 @@ from feddiff.data.scene import Scene  # noqa: E402
 from feddiff.data.sources import pixel_sets, sources  # noqa: E402
 from feddiff.data.splits import merge_maps, per_class_split  # noqa: E402
 from feddiff.metrics import classification_metrics  # noqa: E402
-from feddiff.model.train import train_centralised  # noqa: E402
+from feddiff.model.centralised import train_centralised  # noqa: E402
 
 DATA = ROOT.parent / "shared" / "data"
 SCENES = ["trento_pixels", "tree_species", "indian_pines"]

@@ -10,7 +10,9 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Optional
 
-from crypto.keys import Directory, PartyInfo, PartyKeys, load_directory, load_party
+from crypto.directory import Directory, PartyInfo, load_directory
+
+from crypto.keys import PartyKeys, load_party
 from crypto.provision import init_job, issue, revoke
 from crypto.replay import ReplayGuard
 from crypto.seal import SealFilter

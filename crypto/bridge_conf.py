@@ -28,17 +28,8 @@ from pathlib import Path
 from typing import Optional
 
 from crypto import broker_conf, tls
-from crypto.keys import (
-    CA_CERT_FILE,
-    CA_KEY,
-    ROOT_DIR,
-    KeyMaterialError,
-    job_of,
-    load_directory,
-    load_party,
-    write_public,
-    write_secret,
-)
+from crypto.directory import load_directory
+from crypto.keys import CA_CERT_FILE, CA_KEY, ROOT_DIR, KeyMaterialError, job_of, load_party, write_public, write_secret
 
 log = logging.getLogger(__name__)
 

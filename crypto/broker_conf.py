@@ -17,7 +17,9 @@ import hashlib
 import os
 from pathlib import Path
 
-from crypto.keys import Directory, check_name
+from crypto.directory import Directory
+
+from crypto.keys import check_name
 
 PBKDF2_ITERATIONS = 1000
 DEFAULT_PORT = 8883

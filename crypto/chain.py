@@ -9,7 +9,8 @@ from pathlib import Path
 from feddiff.config import Config
 
 from crypto import security_filters
-from crypto.keys import load_directory, load_party
+from crypto.directory import load_directory
+from crypto.keys import load_party
 
 
 def keys_dir(cfg: Config) -> Path:

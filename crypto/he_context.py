@@ -23,9 +23,10 @@ from pathlib import Path
 import numpy as np
 import tenseal as ts
 
-from crypto import he
+import crypto.he as he
 from crypto.he import HEError, check_params
-from crypto.keys import Directory, KeyMaterialError, PartyKeys, b64d, b64e, canonical_json, check_secret_file, write_public, write_secret
+from crypto.directory import Directory
+from crypto.keys import KeyMaterialError, PartyKeys, b64d, b64e, canonical_json, check_secret_file, write_public, write_secret
 
 HOLDER_SECRET = "he_secret.ctx"
 HOLDER_PUBLIC = "he_public.ctx"

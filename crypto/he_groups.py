@@ -28,7 +28,8 @@ import tenseal as ts
 
 from crypto import he
 from crypto.chain import keys_dir
-from crypto.keys import KeyMaterialError, check_name, check_secret_file, load_directory, party_dir, write_public, write_secret
+from crypto.directory import load_directory
+from crypto.keys import KeyMaterialError, check_name, check_secret_file, party_dir, write_public, write_secret
 
 log = logging.getLogger(__name__)
 

@@ -20,14 +20,14 @@ import os
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Optional
+from typing import Any
 
-from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
 from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey, X25519PublicKey
 
 from feddiff.errors import FedDiffError
+from feddiff.state.atomic import atomic_write_bytes
 
 log = logging.getLogger(__name__)
 
@@ -87,31 +87,14 @@ def key_id(sign_public_raw: bytes) -> str:
 def write_secret(path: Path, data: bytes) -> None:
     """Create ``path`` with mode 0600 from the first byte on (no window where it is world
     readable), atomically replacing an older version."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-    try:
-        os.fchmod(fd, 0o600)
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-            f.flush()
-            os.fsync(f.fileno())
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
-    os.replace(tmp, path)
+    atomic_write_bytes(path, data)
+    os.chmod(path, 0o600)
 
 
 def write_public(path: Path, data: bytes) -> None:
     """Atomic write of a non-secret file (mode 0644)."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
-    with open(tmp, "wb") as f:
-        f.write(data)
-        f.flush()
-        os.fsync(f.fileno())
-    os.chmod(tmp, 0o644)
-    os.replace(tmp, path)
+    atomic_write_bytes(path, data)
+    os.chmod(path, 0o644)
 
 
 def check_secret_file(path: Path) -> None:
@@ -129,7 +112,7 @@ def check_secret_file(path: Path) -> None:
         raise KeyMaterialError(f"secret file {path} has mode {mode:04o}; others may read it: chmod 600 it (or re-issue the party)")
 
 
-def _read(path: Path) -> bytes:
+def read_key_file(path: Path) -> bytes:
     try:
         return path.read_bytes()
     except FileNotFoundError:
@@ -140,7 +123,7 @@ def _read(path: Path) -> bytes:
 
 def read_json(path: Path) -> dict[str, Any]:
     try:
-        obj = json.loads(_read(path))
+        obj = json.loads(read_key_file(path))
     except (ValueError, UnicodeDecodeError):
         raise KeyMaterialError(f"{path} is not valid JSON") from None
     if not isinstance(obj, dict):
@@ -169,7 +152,7 @@ def raw_public(key: Ed25519PublicKey | X25519PublicKey) -> bytes:
 
 def load_private_pem(path: Path, kind: type) -> Any:
     try:
-        key = serialization.load_pem_private_key(_read(path), password=None)
+        key = serialization.load_pem_private_key(read_key_file(path), password=None)
     except (ValueError, TypeError):
         raise KeyMaterialError(f"{path} is not a PEM private key") from None
     if not isinstance(key, kind):
@@ -178,90 +161,6 @@ def load_private_pem(path: Path, kind: type) -> Any:
 
 
 # ----------------------------------------------------------------------------- directory
-
-
-@dataclass(frozen=True)
-class PartyInfo:
-    """What everyone may know about a party: its name, role and public keys."""
-
-    name: str
-    role: str
-    sign_public: bytes
-    agree_public: bytes
-    tls_cert_sha256: str = ""
-
-    @property
-    def kid(self) -> str:
-        return key_id(self.sign_public)
-
-    def verify_key(self) -> Ed25519PublicKey:
-        return Ed25519PublicKey.from_public_bytes(self.sign_public)
-
-    def agree_key(self) -> X25519PublicKey:
-        return X25519PublicKey.from_public_bytes(self.agree_public)
-
-    def to_dict(self) -> dict[str, Any]:
-        return {
-            "name": self.name,
-            "role": self.role,
-            "sign_public": b64e(self.sign_public),
-            "agree_public": b64e(self.agree_public),
-            "tls_cert_sha256": self.tls_cert_sha256,
-        }
-
-    @classmethod
-    def from_dict(cls, d: dict[str, Any]) -> "PartyInfo":
-        info = cls(
-            name=check_name("party", d["name"]),
-            role=d["role"],
-            sign_public=b64d(d["sign_public"]),
-            agree_public=b64d(d["agree_public"]),
-            tls_cert_sha256=str(d.get("tls_cert_sha256", "")),
-        )
-        if info.role not in ROLES or len(info.sign_public) != 32 or len(info.agree_public) != 32:
-            raise ValueError(f"bad entry for {info.name}")
-        return info
-
-
-@dataclass(frozen=True)
-class Directory:
-    """The root-signed list of parties of one job. Immutable: a new serial means a new file."""
-
-    job: str
-    serial: int
-    parties: dict[str, PartyInfo]
-
-    def get(self, name: str) -> Optional[PartyInfo]:
-        return self.parties.get(name) if isinstance(name, str) else None
-
-    def aggregator(self) -> Optional[PartyInfo]:
-        aggs = [p for p in self.parties.values() if p.role == "aggregator"]
-        return aggs[0] if len(aggs) == 1 else None
-
-    def to_bytes(self) -> bytes:
-        body = {
-            "version": DIRECTORY_VERSION,
-            "job": self.job,
-            "serial": self.serial,
-            "parties": [self.parties[n].to_dict() for n in sorted(self.parties)],
-        }
-        return json.dumps(body, sort_keys=True, indent=1).encode() + b"\n"
-
-    @classmethod
-    def from_bytes(cls, raw: bytes) -> "Directory":
-        d = json.loads(raw)
-        if d.get("version") != DIRECTORY_VERSION:
-            raise ValueError("unsupported directory version")
-        parties = {}
-        for entry in d["parties"]:
-            info = PartyInfo.from_dict(entry)
-            if info.name in parties:
-                raise ValueError(f"duplicate party {info.name}")
-            parties[info.name] = info
-        serial = d["serial"]
-        if not isinstance(serial, int):
-            raise ValueError("serial must be an integer")
-        return cls(job=check_name("job", d["job"]), serial=serial, parties=parties)
 
 
 def job_of(dir: Path) -> str:
@@ -282,42 +181,6 @@ def root_public_of(dir: Path) -> bytes:
     if len(pub) != 32:
         raise KeyMaterialError(f"{Path(dir) / JOB_FILE} has no valid root_sign_public")
     return pub
-
-
-def sign_directory(directory: Directory, root_key: Ed25519PrivateKey) -> tuple[bytes, bytes]:
-    """Return (file bytes, signature file bytes). The signature covers the exact file bytes, so
-    verification needs no re-serialisation that could differ between versions."""
-    raw = directory.to_bytes()
-    sig = root_key.sign(b"feddiff-directory-v1\0" + raw)
-    return raw, (b64e(sig) + "\n").encode()
-
-
-def load_directory(dir: Path, root_public: Optional[bytes] = None) -> Directory:
-    """Load <dir>/directory.json and verify the root signature over its exact bytes.
-
-    ``root_public`` pins the 32-byte root Ed25519 key; without it the key in <dir>/job.json is
-    used (fine where job.json reached the party through a trusted channel together with its
-    secrets; whoever can rewrite job.json and directory.json together can otherwise swap roots).
-    """
-    dir = Path(dir)
-    job = job_of(dir)
-    pub = root_public if root_public is not None else root_public_of(dir)
-    raw = _read(dir / DIRECTORY_FILE)
-    try:
-        sig = b64d(_read(dir / DIRECTORY_SIG_FILE).decode("ascii").strip())
-        Ed25519PublicKey.from_public_bytes(pub).verify(sig, b"feddiff-directory-v1\0" + raw)
-    except (InvalidSignature, ValueError, UnicodeDecodeError):
-        raise KeyMaterialError(f"{dir / DIRECTORY_FILE}: root signature does not verify (tampered or wrong root key)") from None
-    try:
-        directory = Directory.from_bytes(raw)
-    except (ValueError, KeyError, TypeError, AttributeError) as e:
-        raise KeyMaterialError(f"{dir / DIRECTORY_FILE} is signed but malformed: {e}") from None
-    if directory.job != job:
-        raise KeyMaterialError(f"{dir / DIRECTORY_FILE} belongs to job {directory.job!r}, not job {job!r}")
-    return directory
-
-
-# ----------------------------------------------------------------------------- one party's keys
 
 
 @dataclass
@@ -354,7 +217,7 @@ class PartyKeys:
 
     def mqtt_password(self) -> str:
         """Read on demand so the password is not kept in a long-lived object."""
-        return _read(self.mqtt_password_file).decode("ascii").strip()
+        return read_key_file(self.mqtt_password_file).decode("ascii").strip()
 
 
 def party_dir(dir: Path, name: str) -> Path:
@@ -374,7 +237,7 @@ def load_party(dir: Path, name: str) -> PartyKeys:
     for secret in (SIGN_KEY, AGREE_KEY, TLS_KEY, MQTT_PASSWORD):
         check_secret_file(pdir / secret)
     try:
-        root_public = b64d(_read(pdir / ROOT_PUB_FILE).decode("ascii").strip())
+        root_public = b64d(read_key_file(pdir / ROOT_PUB_FILE).decode("ascii").strip())
     except (ValueError, UnicodeDecodeError):
         raise KeyMaterialError(f"{pdir / ROOT_PUB_FILE} is not a base64 key") from None
     if root_public != root_public_of(dir):

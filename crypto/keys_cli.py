@@ -13,7 +13,8 @@ import argparse
 from pathlib import Path
 
 from crypto import provision
-from crypto.keys import KeyMaterialError, load_directory, load_party
+from crypto.directory import load_directory
+from crypto.keys import KeyMaterialError, load_party
 
 
 def run(args: argparse.Namespace) -> int:

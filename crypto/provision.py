@@ -21,39 +21,10 @@ from pathlib import Path
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey
 
-from crypto import broker_conf, tls
-from crypto.keys import (
-    AGREE_KEY,
-    CA_CERT_FILE,
-    CA_KEY,
-    DIRECTORY_FILE,
-    DIRECTORY_SIG_FILE,
-    JOB_FILE,
-    MQTT_PASSWORD,
-    PARTY_FILE,
-    ROLES,
-    ROOT_DIR,
-    ROOT_PUB_FILE,
-    ROOT_SIGN_KEY,
-    SIGN_KEY,
-    TLS_CERT,
-    TLS_KEY,
-    Directory,
-    KeyMaterialError,
-    PartyInfo,
-    b64e,
-    check_name,
-    job_of,
-    load_directory,
-    load_private_pem,
-    party_dir,
-    private_pem,
-    raw_public,
-    read_json,
-    sign_directory,
-    write_public,
-    write_secret,
-)
+import crypto.broker_conf as broker_conf
+import crypto.tls as tls
+from crypto.directory import Directory, PartyInfo, load_directory, sign_directory
+from crypto.keys import AGREE_KEY, CA_CERT_FILE, CA_KEY, DIRECTORY_FILE, DIRECTORY_SIG_FILE, JOB_FILE, MQTT_PASSWORD, PARTY_FILE, ROLES, ROOT_DIR, ROOT_PUB_FILE, ROOT_SIGN_KEY, SIGN_KEY, TLS_CERT, TLS_KEY, KeyMaterialError, b64e, check_name, job_of, load_private_pem, party_dir, private_pem, raw_public, read_json, write_public, write_secret
 
 log = logging.getLogger(__name__)
 

@@ -40,7 +40,9 @@ from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey, X
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 from cryptography.hazmat.primitives.kdf.hkdf import HKDF
 
-from crypto.keys import Directory, PartyInfo, PartyKeys, b64d, b64e, canonical_json, raw_public
+from crypto.directory import Directory, PartyInfo
+
+from crypto.keys import PartyKeys, b64d, b64e, canonical_json, raw_public
 from feddiff.errors import FedDiffError
 from feddiff.protocol.message import EnvelopeError, Header, Message
 

@@ -21,7 +21,8 @@ from feddiff.data.sources import PatchSource, apply_dihedral
 from feddiff.model.comm import straight_through, wire_bits
 from feddiff.model.losses import l2_penalty
 from feddiff.model.net import build_branch
-from feddiff.model.train import cosine_lr, load_optimizer_state, make_optimizer, pretrain_denoiser, set_lr
+from feddiff.model.optim import cosine_lr, load_optimizer_state, make_optimizer, set_lr
+from feddiff.model.pretrain import pretrain_denoiser
 from feddiff.protocol.messages import Commit, Payload, Weights
 from feddiff.state.layout import PRETRAINED, station_store
 

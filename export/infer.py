@@ -10,8 +10,6 @@ from __future__ import annotations
 
 import json
 import time
-from collections import deque
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, Iterable, Optional, Union
@@ -21,6 +19,8 @@ import numpy as np
 from feddiff.data.normalise import BandStats
 from feddiff.data.patches import extract_patches, labelled_pixels, pad_raster, sliding_batches
 from feddiff.errors import FedDiffError
+
+from export.pipeline import pipelined
 
 from export.session import CPU, CUDA, META_PREFIX, ModelMeta, Schedule, open_scheduled, open_session, plan_schedule, requested_providers, session_meta, usable_cores  # noqa: F401 - the public names of ``feddiff infer``
 
@@ -64,23 +64,6 @@ def scene_patches(config: str, stats: dict[str, BandStats], modalities: list[str
         padded = pad_raster(stats[m].apply(scene.modalities[m]).astype(np.float32), patch_size)
         out[m] = extract_patches(padded, rows[pick], cols[pick], patch_size)
     return out
-
-
-def pipelined(fn: Callable, items: Iterable, workers: int, on_done: Callable[[object, object], None]) -> None:
-    """``on_done(item, fn(item))`` for every item, in the order of ``items``, with ``workers``
-    calls of ``fn`` side by side and at most ``2 * workers`` items taken from ``items`` ahead of
-    the oldest unfinished one (so a lazy ``items`` bounds memory)."""
-    workers = max(1, workers)
-    with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="infer") as pool:
-        pending: deque = deque()
-        for item in items:
-            pending.append((item, pool.submit(fn, item)))
-            if len(pending) >= 2 * workers:
-                done, fut = pending.popleft()
-                on_done(done, fut.result())
-        while pending:
-            done, fut = pending.popleft()
-            on_done(done, fut.result())
 
 
 def classify_pixels(

@@ -26,6 +26,7 @@ from feddiff.data.scene import GeoRef
 from feddiff.errors import DataError, FedDiffError
 
 from export.map_output import GDAL_CACHE_MB, TILE, Confusion, MapWriter
+from export.pipeline import pipelined
 
 STRIP_PIXELS = 1 << 16  # default strip size: Trento in two strips, a flight line in thousands
 
@@ -184,8 +185,6 @@ def classify_to_geotiff(
     (None without labelled test pixels). Batches of consecutive strips overlap in the worker
     pool, so strips cost no idle cores."""
     import rasterio
-
-    from export.infer import pipelined
 
     w = scene.shape[1]
     conf = Confusion(len(class_names), scene.test_labels.path if scene.test_labels is not None else "")

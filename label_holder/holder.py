@@ -22,7 +22,7 @@ from feddiff.data.loader import load_labels
 from feddiff.data.patches import labelled_pixels
 from feddiff.metrics import classification_metrics
 from feddiff.model.losses import l2_penalty
-from feddiff.model.train import cosine_lr, load_optimizer_state, make_optimizer, set_lr
+from feddiff.model.optim import cosine_lr, load_optimizer_state, make_optimizer, set_lr
 from feddiff.protocol import jobs
 from feddiff.protocol.label_messages import Fused, HeadGrad, Metrics, Predictions, Score
 from feddiff.protocol.messages import Committed, Commit, Done, Hello, Job, Ready, Samples

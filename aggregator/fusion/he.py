@@ -16,7 +16,7 @@ import numpy as np
 
 from feddiff.config import Config
 from feddiff.data.sources import PixelSet
-from feddiff.model.train import batches
+from feddiff.model.optim import batches
 from feddiff.protocol import jobs
 from feddiff.protocol.exchange import pipelined
 from feddiff.protocol.label_messages import Encrypted, Fused, HeadGrad, Predictions

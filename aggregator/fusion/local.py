@@ -17,7 +17,7 @@ from feddiff.data.sources import PixelSet
 from feddiff.metrics import classification_metrics
 from feddiff.model.losses import feddiff_loss, l2_penalty
 from feddiff.model.net import build_head
-from feddiff.model.train import batches, cosine_lr, load_optimizer_state, make_optimizer, set_lr
+from feddiff.model.optim import batches, cosine_lr, load_optimizer_state, make_optimizer, set_lr
 from feddiff.protocol.label_messages import CeGrad, Logits
 from feddiff.protocol.messages import Hello
 from feddiff.state.snapshot import Committed

@@ -19,7 +19,7 @@ import torch
 
 from feddiff.config import Config
 from feddiff.data.sources import PatchSource, PixelSet
-from feddiff.model.centralised import train_classifier, train_stage2
+from feddiff.model.stage2 import train_classifier, train_stage2
 from feddiff.model.ensemble import EnsembleNet, members
 from feddiff.model.featcache import FeatureCache
 from feddiff.model.net import FedDiffNet

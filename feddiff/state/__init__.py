@@ -9,9 +9,3 @@ Why one package: a crash at any moment must leave each file either the old or th
 and export must read a federated model through the same code that wrote it, never by parsing
 another role's private files.
 """
-
-from feddiff.state.atomic import atomic_torch_save, atomic_write_bytes, load_torch, write_json_atomic
-from feddiff.state.rounds import RoundStore
-from feddiff.state.snapshot import Committed, SnapshotStore
-
-__all__ = ["Committed", "RoundStore", "SnapshotStore", "atomic_torch_save", "atomic_write_bytes", "load_torch", "write_json_atomic"]

@@ -14,13 +14,12 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
-import torch
-
 from feddiff.errors import FedDiffError
 
 
 def atomic_write_bytes(path: Path, data: bytes) -> None:
-    """Write ``data`` to ``path`` atomically (temp + fsync + rename)."""
+    """Write ``data`` to ``path`` atomically (temp + fsync + rename). The file is created 0600
+    (``mkstemp``), so a secret is never readable by others, not even for a moment."""
     path = Path(path)
     tmp = None
     try:
@@ -45,6 +44,8 @@ def write_json_atomic(path: Path, doc: Any) -> None:
 
 def atomic_torch_save(obj: Any, path: Path) -> None:
     """Serialise first (torch reports a short write as an opaque RuntimeError), then write atomically."""
+    import torch  # here, not at the top: crypto writes its key files through this module without torch
+
     buf = io.BytesIO()
     torch.save(obj, buf)
     atomic_write_bytes(path, buf.getvalue())
@@ -61,6 +62,8 @@ def _numpy_scalar_globals() -> list:
 
 def load_torch(path: Path, what: str = "state") -> Any:
     """``torch.load`` of tensors and plain data only; a missing or bad file is one FedDiffError line."""
+    import torch
+
     path = Path(path)
     try:
         with torch.serialization.safe_globals(_numpy_scalar_globals()):

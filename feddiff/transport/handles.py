@@ -8,15 +8,11 @@ from __future__ import annotations
 
 import threading
 import time
-from typing import TYPE_CHECKING, Optional
+from typing import Any, Optional
 
 import paho.mqtt.client as mqtt
 
 from feddiff.errors import FedDiffError
-
-if TYPE_CHECKING:
-    from feddiff.transport.mqtt import MqttTransport
-
 
 class SubscribeRefused(FedDiffError):
     """The broker answered a SUBSCRIBE with a failure code (typically an ACL denial)."""
@@ -27,9 +23,10 @@ class SubscribeRefused(FedDiffError):
 
 
 class PublishHandle:
-    """One QoS>0 publish in flight; ``wait`` blocks until the broker acknowledged it."""
+    """One QoS>0 publish in flight; ``wait`` blocks until the broker acknowledged it. ``transport``
+    is the ``MqttTransport`` that published it (its timeout, connection state and paho thread)."""
 
-    def __init__(self, transport: "MqttTransport", info: mqtt.MQTTMessageInfo, topic: str, qos: int) -> None:
+    def __init__(self, transport: Any, info: mqtt.MQTTMessageInfo, topic: str, qos: int) -> None:
         self._transport, self._info, self.topic, self.qos = transport, info, topic, qos
 
     @property

@@ -61,8 +61,7 @@ class MqttTransport:
         drop_retained: Optional[Callable[[str], bool]] = None,
     ) -> None:
         client_id = session_client_id(client_id, username)
-        # topics whose retained messages are stale by nature: dropped and counted
-        self.drop_retained = drop_retained
+        self.drop_retained = drop_retained  # topics whose retained messages are stale: dropped, counted
         self.dropped_retained = 0
         self.client_id, self.host, self.port, self.keepalive = client_id, host, port, keepalive
         self.publish_timeout = publish_timeout

@@ -13,7 +13,9 @@ from pathlib import Path
 
 import pytest
 
-from crypto.keys import load_directory, load_party
+from crypto.directory import load_directory
+
+from crypto.keys import load_party
 from crypto.provision import init_job, issue
 from feddiff_app.broker import mosquitto_binary
 

@@ -21,7 +21,8 @@ from crypto.he_context import (
     sign_public_context,
     verify_public_context,
 )
-from crypto.keys import KeyMaterialError, load_directory, load_party
+from crypto.directory import load_directory
+from crypto.keys import KeyMaterialError, load_party
 from crypto.provision import provision_he_holder
 
 pytestmark = pytest.mark.security

@@ -128,7 +128,7 @@ def exported(tmp_path_factory):
     from feddiff.config import load_config
     from feddiff.data.loader import load_scene
     from feddiff.model.checkpoint import save_checkpoint
-    from feddiff.model.train import train_centralised
+    from feddiff.model.centralised import train_centralised
     from export.onnx_export import export_checkpoint
 
     folder = tmp_path_factory.mktemp("onnx")
@@ -207,7 +207,7 @@ def test_party_keys_of_another_job_are_refused(two_jobs, tmp_path):
 def test_directory_of_another_job_is_refused(two_jobs, tmp_path):
     """job_b's signed directory dropped into job_a's folder: the signature does not verify
     under job_a's root key."""
-    from crypto.keys import load_directory
+    from crypto.directory import load_directory
     from feddiff.errors import FedDiffError
 
     mixed = tmp_path / "job_a"

@@ -17,7 +17,9 @@ ROOT = Path(__file__).resolve().parents[2]
 if str(ROOT) not in sys.path:  # no installed package yet: import crypto/ and feddiff/ from the repo
     sys.path.insert(0, str(ROOT))
 
-from crypto.keys import load_directory, load_party  # noqa: E402
+from crypto.directory import load_directory  # noqa: E402
+
+from crypto.keys import load_party
 from crypto.provision import init_job, issue  # noqa: E402
 from feddiff.protocol.message import Header, Message  # noqa: E402
 

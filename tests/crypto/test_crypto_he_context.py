@@ -10,7 +10,8 @@ import pytest
 
 from crypto import he
 from crypto.he_context import HOLDER_PUBLIC, HOLDER_SECRET, HOLDER_SIG, holder_secret_context, verify_public_context
-from crypto.keys import KeyMaterialError, load_directory
+from crypto.directory import load_directory
+from crypto.keys import KeyMaterialError
 from crypto.provision import provision_he_holder
 
 

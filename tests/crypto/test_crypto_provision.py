@@ -15,15 +15,8 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from crypto import keys_cli
 from crypto.broker_conf import topic_rules
-from crypto.keys import (
-    Directory,
-    KeyMaterialError,
-    b64e,
-    load_directory,
-    load_party,
-    raw_public,
-    sign_directory,
-)
+from crypto.directory import Directory, load_directory, sign_directory
+from crypto.keys import KeyMaterialError, b64e, load_party, raw_public
 from crypto.provision import init_job, issue, revoke
 from feddiff.errors import FedDiffError
 

@@ -11,7 +11,9 @@ import pytest
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey
 
-from crypto.keys import load_directory, load_party
+from crypto.directory import load_directory
+
+from crypto.keys import load_party
 from crypto.provision import issue
 from crypto.seal import SealError, SealFilter, decrypt_payload
 from feddiff.errors import FedDiffError

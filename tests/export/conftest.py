@@ -44,7 +44,7 @@ def tiny(tmp_path_factory) -> Tiny:
     from feddiff.config import load_config
     from feddiff.data.loader import load_scene
     from feddiff.model.checkpoint import save_checkpoint
-    from feddiff.model.train import train_centralised
+    from feddiff.model.centralised import train_centralised
 
     folder = tmp_path_factory.mktemp("tiny")
     config = write_config(folder / "scene.yaml")

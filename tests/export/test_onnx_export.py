@@ -91,7 +91,7 @@ def test_ensemble_exports_as_one_graph_with_parity_and_refuses_split(tmp_path):
     from feddiff.config import load_config
     from feddiff.data.loader import load_scene
     from feddiff.model.checkpoint import save_checkpoint
-    from feddiff.model.train import train_centralised
+    from feddiff.model.centralised import train_centralised
     from tests.export.conftest import write_config
 
     config = write_config(tmp_path / "scene.yaml")

@@ -31,7 +31,7 @@ def trained(tmp_path_factory):
     from feddiff.config import load_config
     from feddiff.data.loader import load_scene
     from feddiff.model.checkpoint import save_checkpoint
-    from feddiff.model.train import train_centralised
+    from feddiff.model.centralised import train_centralised
 
     folder = tmp_path_factory.mktemp("pixels")
     config = folder / "pixels.yaml"

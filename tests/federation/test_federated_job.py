@@ -115,7 +115,8 @@ def assert_centralised_trajectory(job, state, history):
     from feddiff.data.normalise import BandStats
     from feddiff.model.net import FedDiffNet
     from feddiff.data.sources import pixel_sets, sources
-    from feddiff.model.train import set_seed, train_classifier
+    from feddiff.model.pretrain import set_seed
+    from feddiff.model.stage2 import train_classifier
 
     cfg = load_config(job)
     scene = load_scene(cfg)

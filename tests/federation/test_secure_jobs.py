@@ -138,7 +138,8 @@ def test_he_horizontal_job_averages_branch_weights_under_ckks(tmp_path):
 
     from crypto import he, security_filters
     from crypto.he_groups import load_group_public, load_group_secret, provision_group, unflatten
-    from crypto.keys import load_directory, load_party
+    from crypto.directory import load_directory
+    from crypto.keys import load_party
     from crypto.provision import init_job, issue
     from feddiff.config import load_config
     from feddiff.protocol import jobs

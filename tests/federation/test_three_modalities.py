@@ -40,7 +40,8 @@ def centralised(job, state, modalities: list[str]):
     from feddiff.data.sources import pixel_sets, sources
     from feddiff.metrics import classification_metrics
     from feddiff.model.net import FedDiffNet
-    from feddiff.model.train import predict, set_seed, train_classifier
+    from feddiff.model.pretrain import set_seed
+    from feddiff.model.stage2 import predict, train_classifier
 
     cfg = load_config(job)
     scene = load_scene(cfg)

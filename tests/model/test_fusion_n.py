@@ -76,7 +76,7 @@ def test_a_network_over_three_modalities_runs_and_its_two_modality_part_is_uncha
 
 
 def train_oa(scene, mods: list[str]) -> float:
-    from feddiff.model.train import train_centralised
+    from feddiff.model.centralised import train_centralised
 
     cfg = Config(
         model=ModelSpec(patch_size=5, unet=UNetSpec(base_channels=8, num_res_blocks=1), head_channels=16, feature_timesteps=[5, 100]),

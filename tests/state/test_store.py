@@ -9,7 +9,9 @@ import pytest
 import torch
 
 from feddiff.errors import FedDiffError
-from feddiff.state import Committed, RoundStore, SnapshotStore, atomic_write_bytes, load_torch
+from feddiff.state.atomic import atomic_write_bytes, load_torch
+from feddiff.state.rounds import RoundStore
+from feddiff.state.snapshot import Committed, SnapshotStore
 from feddiff.state.federated import aggregator_head, station_parts
 from feddiff.state.layout import PRETRAINED, aggregator_store, station_store
 
