@@ -12,7 +12,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from feddiff.config import ModelSpec
-from feddiff.model.comm import LowRankEncoder, Packed
+from feddiff.model.comm import LowRankEncoder
 from feddiff.model.features import DiffusionFeatures
 from feddiff.model.schedule import NoiseSchedule
 from feddiff.model.spectral import SpectralDenoiser
@@ -100,10 +100,3 @@ class ModalityBranch(nn.Module):
         """What this station contributes: rank-r quantised codes (straight-through), or raw features."""
         flat = self.flat_features(x, feats)
         return self.encoder(flat) if self.encoder is not None else flat
-
-    @torch.no_grad()
-    def pack(self, x: torch.Tensor) -> Packed:
-        flat = self.flat_features(x)
-        if self.encoder is None:
-            return Packed(flat.float(), torch.ones(flat.shape[0]))
-        return self.encoder.pack(flat)
