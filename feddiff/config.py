@@ -37,7 +37,7 @@ from feddiff.errors import ConfigError
 __all__ = [
     "ArraySource", "BrokerSpec", "ClientSpec", "CommSpec", "Config", "ConfigError", "FederationSpec", "ModelSpec",
     "SampleTableSpec", "SceneSpec", "ScheduleSpec", "SplitSpec", "SyntheticSpec", "TrainSpec", "UNetSpec",
-    "config_from_dict", "config_hash", "config_to_dict", "load_config",
+    "RECIPE", "config_from_dict", "config_hash", "config_to_dict", "load_config",
 ]
 
 
@@ -133,13 +133,13 @@ def _build(cls: type, data: dict, prefix: str, src: str) -> Any:
     return cls(**kwargs)
 
 
-# FedDiff as published (and as this project trained it before the recipe): what
-# ``model.preset: published`` puts under every key the config leaves out.
-PUBLISHED = {
-    "model": {"unet": {"base_channels": 32, "channel_mult": [1, 2], "num_res_blocks": 2}, "feature_timesteps": [5, 50, 150],
-              "head_channels": 64, "dropout": 0.0, "members": 1, "comm": {"rank": 8}},
-    "train": {"pretrain_steps": 600, "pretrain_batch": 128, "epochs": 30, "l2": 1e-4, "mse_weight": 1.0,
-              "val_fraction": 0.0, "self_train": "off"},
+# The candidate general recipe, put by ``model.preset: recipe`` under every key the config
+# leaves out (the field defaults are FedDiff as published).
+RECIPE = {
+    "model": {"unet": {"base_channels": 32, "num_res_blocks": 1}, "feature_timesteps": [5, 50], "head_channels": 32,
+              "comm": {"rank": 32}},
+    "train": {"pretrain_steps": 3000, "pretrain_batch": 64, "epochs": 40, "l2": 0.0, "mse_weight": 0.0,
+              "val_fraction": 0.2, "self_train": "auto"},
 }
 
 
@@ -156,8 +156,8 @@ def config_from_dict(data: dict, source: str = "<dict>", check_files: bool = Tru
     if not isinstance(data, dict):
         raise ConfigError(f"{source}: expected a YAML mapping at the top level, got {type(data).__name__}")
     model = data.get("model")
-    if isinstance(model, dict) and model.get("preset") == "published":
-        data = _under(PUBLISHED, data)
+    if isinstance(model, dict) and model.get("preset") == "recipe":
+        data = _under(RECIPE, data)
     cfg = _build(Config, data, "", source)
     cfg.source = source
     _check_semantics(cfg, check_files)
