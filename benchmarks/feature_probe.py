@@ -27,7 +27,7 @@ import torch
 import torch.nn.functional as F
 
 from accuracy import TwoBranchCNN  # one conv path per input, pooled, one linear layer
-from jobrunner import ROOT, pretrain, sample_sd, with_model, with_train  # also puts the project on sys.path
+from jobrunner import ROOT, WORK, pretrain, sample_sd, with_model, with_train  # also puts the project on sys.path
 
 from feddiff.config import Config, load_config  # noqa: E402
 from feddiff.data.loader import load_scene  # noqa: E402
@@ -102,7 +102,7 @@ def main() -> int:
     ap.add_argument("--bases", type=int, nargs="+", default=[16, 32], help="U-Net base channels to compare")
     ap.add_argument("--timesteps", type=int, nargs="+", default=[5])
     ap.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2], help="probe seeds (the denoiser is seed 0's)")
-    ap.add_argument("--cache", default="/tmp/feddiff-bench/cache", help="stage-1 cache shared with benchmarks/federated.py")
+    ap.add_argument("--cache", default=str(WORK / "bench" / "cache"), help="stage-1 cache shared with benchmarks/federated.py")
     ap.add_argument("--out", default=str(ROOT / "benchmarks" / "results" / "feature_probe.json"))
     args = ap.parse_args()
     cfg0 = with_train(load_config(args.config), seed=0)

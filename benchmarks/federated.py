@@ -20,7 +20,7 @@ import sys
 from pathlib import Path
 
 import numpy as np
-from jobrunner import ROOT, cached, centralised_stage2, federated_job, pretrain, sample_sd, with_comm, with_train
+from jobrunner import ROOT, WORK, cached, centralised_stage2, federated_job, pretrain, sample_sd, with_comm, with_train
 
 from feddiff.config import load_config
 from feddiff.data.loader import load_scene
@@ -35,7 +35,7 @@ def main() -> int:
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--ranks", type=int, nargs="+", default=[4, 8, 16, 32, 64])
     ap.add_argument("--sweep-seeds", type=int, nargs="+", default=[0, 1, 2], help="stage-2 seeds the rank sweep averages over")
-    ap.add_argument("--work", default="/tmp/feddiff-bench")
+    ap.add_argument("--work", default=str(WORK / "bench"))
     ap.add_argument("--out", default=str(ROOT / "benchmarks" / "results" / "federated.json"))
     ap.add_argument("--resume", action="store_true", help="reuse centralised/federated results saved in --work by an earlier run")
     args = ap.parse_args()

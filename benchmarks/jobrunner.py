@@ -23,6 +23,7 @@ import torch
 import yaml
 
 ROOT = Path(__file__).resolve().parents[1]
+WORK = ROOT / "benchmarks" / "work"  # scratch folder of the benchmarks (git-ignored): caches, job folders
 sys.path.insert(0, str(ROOT))
 
 from feddiff.config import Config, config_to_dict  # noqa: E402

@@ -203,7 +203,7 @@ def main() -> int:
     ap.add_argument("--rtt-ms", type=float, nargs="+", default=[0.0, 50.0])
     ap.add_argument("--epochs", type=int, default=10)
     ap.add_argument("--repeats", type=int, default=2, help="jobs per RTT, alternating between the RTTs")
-    ap.add_argument("--work", default="/tmp/feddiff-link-delay")
+    ap.add_argument("--work", default=str(ROOT / "benchmarks" / "work" / "link-delay"))
     ap.add_argument("--out", default=str(ROOT / "benchmarks" / "results" / "link_delay.json"))
     args = ap.parse_args()
     jobs_run = [run_job(Path(args.work) / f"rtt{int(r)}-{i}", r / 1000, args.epochs) for i in range(args.repeats) for r in args.rtt_ms]

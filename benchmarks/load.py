@@ -282,7 +282,7 @@ def main() -> int:
     ap.add_argument("--round-timeout", type=float, default=120.0)
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--timeout", type=float, default=3600.0, help="give up after this many seconds")
-    ap.add_argument("--work", default="/tmp/feddiff-load")
+    ap.add_argument("--work", default=str(ROOT / "benchmarks" / "work" / "load"))
     ap.add_argument("--out", default=str(ROOT / "benchmarks" / "results" / "load.json"))
     args = ap.parse_args()
     print(f"load: {args.stations} stations x {args.rounds} rounds, one Mosquitto, horizontal mode", flush=True)

@@ -25,7 +25,7 @@ import tempfile
 from pathlib import Path
 
 import numpy as np
-from jobrunner import ROOT, cached, federated_job, pretrain, with_train
+from jobrunner import ROOT, WORK, cached, federated_job, pretrain, with_train
 
 from feddiff.config import load_config
 from feddiff.data.loader import load_scene
@@ -116,7 +116,7 @@ def main() -> int:
     ap.add_argument("--modes", nargs="+", default=["none", "signed", "he"], choices=["none", "signed", "he"])
     ap.add_argument("--stage2-seeds", type=int, nargs="+", default=None, help="stage-2 seeds (head init, batch order) on the --seed denoisers; default: --seed only")
     ap.add_argument("--resume", action="store_true", help="reuse job results kept in --work by an earlier run")
-    ap.add_argument("--work", default="/tmp/feddiff-bench-sec")
+    ap.add_argument("--work", default=str(WORK / "security"))
     ap.add_argument("--out", default=str(ROOT / "benchmarks" / "results" / "security_overhead.json"))
     ap.add_argument("--filters-only", action="store_true", help="only the per-message filter-chain costs (no data set needed)")
     args = ap.parse_args()

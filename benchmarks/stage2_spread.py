@@ -22,7 +22,7 @@ from pathlib import Path
 
 import numpy as np
 
-from jobrunner import ROOT, centralised_stage2, pretrain, sample_sd, with_model, with_train  # also puts the project on sys.path
+from jobrunner import ROOT, WORK, centralised_stage2, pretrain, sample_sd, with_model, with_train  # also puts the project on sys.path
 
 from feddiff.config import load_config  # noqa: E402
 from feddiff.data.loader import load_scene  # noqa: E402
@@ -34,7 +34,7 @@ def main() -> int:
     ap.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2, 3, 4], help="stage-2 seeds (stage 1 is seed 0's)")
     ap.add_argument("--dropouts", type=float, nargs="+", default=[0.0, 0.5])
     ap.add_argument("--members", type=int, nargs="+", default=[1], help="stage-2 ensemble sizes")
-    ap.add_argument("--cache", default="/tmp/feddiff-bench/cache", help="stage-1 cache shared with the other benchmarks")
+    ap.add_argument("--cache", default=str(WORK / "bench" / "cache"), help="stage-1 cache shared with the other benchmarks")
     ap.add_argument("--out", default=str(ROOT / "benchmarks" / "results" / "stage2_spread.json"))
     args = ap.parse_args()
     cfg0 = load_config(args.config)

@@ -11,6 +11,7 @@ from __future__ import annotations
 import io
 import os
 import shutil
+import tempfile
 import threading
 import time
 from pathlib import Path
@@ -53,7 +54,7 @@ def map_png() -> bytes:
     scene = make_synthetic_scene(SyntheticSpec())
     truth = scene.train_labels + scene.test_labels
     buf = io.BytesIO()
-    path = Path(os.environ.get("TMPDIR", "/tmp")) / f"feddiff-dash-{os.getpid()}.png"
+    path = Path(tempfile.gettempdir()) / f"feddiff-dash-{os.getpid()}.png"
     write_png_map(truth, scene.class_names, path)
     buf.write(path.read_bytes())
     path.unlink()
