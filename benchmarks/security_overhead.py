@@ -55,7 +55,7 @@ def _chain_round_trip_s(mode: str, size: int, keys_dir: Path, state: Path, repea
     from crypto.keys import load_party
     from feddiff.config import Config
     from feddiff.protocol.endpoint import build_chain, fresh_seq
-    from feddiff.protocol.envelope import describe_payload, pack, unpack
+    from feddiff.protocol.envelope import pack, unpack
     from feddiff.protocol.message import Header, Message
 
     cfg = Config()
@@ -70,7 +70,6 @@ def _chain_round_trip_s(mode: str, size: int, keys_dir: Path, state: Path, repea
         seq += 1
         t0 = time.perf_counter()
         h = Header(job="sizes", round=1, step=1, sender="hsi", seq=seq, content_type="features", timestamp=time.time())
-        describe_payload(h, payload)
         wire = [pack(m) for m in tx.outbound(Message(topic, h, payload))]
         got = [rx.inbound(unpack(topic, w, cfg.federation.max_message_bytes)) for w in wire][-1]
         times.append(time.perf_counter() - t0)

@@ -26,7 +26,6 @@ covered ext entries are passed on, so inner filters see authenticated metadata o
 from __future__ import annotations
 
 import dataclasses
-import hashlib
 import logging
 import math
 import os
@@ -196,7 +195,7 @@ class SealFilter:
             "kid": self.me.kid,
             "covered": covered,
             "plain_len": len(msg.payload),  # what is sealed, whatever the header claimed
-            "plain_sha256": hashlib.sha256(msg.payload).hexdigest(),
+            "plain_sha256": msg.sha256(),
         }
         recipient = self._recipient(route)
         if route.kind in ("up", "down"):
@@ -214,7 +213,9 @@ class SealFilter:
             body = bytes(msg.payload)
         signed = _SIG_DOMAIN + _lp(_view(h, covered, seal)) + _lp(msg.topic.encode()) + _lp(body)
         seal["sig"] = b64e(self.me.sign_key.sign(signed))
-        out_h = dataclasses.replace(h, ext={**ext, SEAL_KEY: seal})
+        out_h = dataclasses.replace(h, ext={**ext, SEAL_KEY: seal}, payload_len=0, payload_sha256="")
+        if seal["mode"] == MODE_SIGN:
+            return [msg.with_header(out_h)]  # the same bytes: pack reuses the digest just taken
         return [Message(msg.topic, out_h, body)]
 
     # ------------------------------------------------------------------ inbound
@@ -281,14 +282,14 @@ class SealFilter:
                 raise EnvelopeError("unsealed", f"payload on {route.kind}link topic is not encrypted")
             if recipient is None or seal.get("to") != recipient.name or recipient.name != self.me.name:
                 raise EnvelopeError("wrong_topic", f"message on {msg.topic!r} is not addressed to {self.me.name!r}")
-            plain = decrypt_payload(msg, self.job, self.me.agree_key)
+            opened = Message(msg.topic, h, decrypt_payload(msg, self.job, self.me.agree_key))
         elif mode == MODE_SIGN:
-            plain = payload
+            opened = msg  # unpack hashed these very bytes already
         else:
             raise EnvelopeError("malformed", f"seal mode {mode!r} on {route.kind} topic")
 
-        # the signed description must match what was opened: inner filters trust these fields
-        if len(plain) != seal.get("plain_len") or hashlib.sha256(plain).hexdigest() != seal.get("plain_sha256"):
+        # the signed description must match what was opened
+        if len(opened.payload) != seal.get("plain_len") or opened.sha256() != seal.get("plain_sha256"):
             raise EnvelopeError("bad_digest", f"plaintext from {sender.name!r} does not match its sealed length/sha256")
-        out_h = dataclasses.replace(h, ext={k: ext[k] for k in covered}, payload_len=len(plain), payload_sha256=seal["plain_sha256"])
-        return Message(msg.topic, out_h, plain)
+        out_h = dataclasses.replace(h, ext={k: ext[k] for k in covered}, payload_len=len(opened.payload), payload_sha256=seal["plain_sha256"])
+        return opened.with_header(out_h)

@@ -22,7 +22,7 @@ import numpy as np
 
 from feddiff.protocol import topics
 from feddiff.protocol.arrays import MAX_ELEMENTS, decode_arrays, encode_arrays
-from feddiff.protocol.envelope import describe_payload, pack, unpack
+from feddiff.protocol.envelope import pack, unpack
 from feddiff.protocol.filters import check_topic_sender
 from feddiff.protocol.message import EnvelopeError, FilterChain, Header, Message
 
@@ -126,7 +126,6 @@ class Channel:
             seq = self._seq + 1
             header = Header(job=self.job, round=round, step=step, sender=self.sender, seq=seq,
                             content_type=content_type, timestamp=time.time())
-            describe_payload(header, payload)
             wire = [pack(m) for m in self.chain.outbound(Message(topic, header, payload))]
             too_big = [len(w) for w in wire if len(w) > self.max_message_bytes]
             if too_big:

@@ -22,7 +22,6 @@ thus evicts that station's own sets, never another's half-received message.
 from __future__ import annotations
 
 import dataclasses
-import hashlib
 import json
 import logging
 import re
@@ -30,7 +29,6 @@ import time
 from collections import OrderedDict
 from typing import Any, Callable, Optional
 
-from feddiff.protocol.envelope import describe_payload
 from feddiff.protocol.filters import check_topic_sender
 from feddiff.protocol.message import EnvelopeError, Header, Message
 
@@ -102,7 +100,7 @@ class ChunkFilter:
             return [msg]
         if len(data) > self.max_total_bytes:
             raise ValueError(f"payload of {len(data)} bytes exceeds max_total_bytes {self.max_total_bytes}")
-        digest = hashlib.sha256(data).hexdigest()
+        digest = msg.sha256()
         count = -(-len(data) // self.max_chunk_bytes)
         cid = f"{msg.header.sender}:{msg.header.seq}"
         # one timestamp for all chunks: the receiver checks that siblings agree on the header
@@ -111,8 +109,7 @@ class ChunkFilter:
         for i in range(count):
             part = data[i * self.max_chunk_bytes : (i + 1) * self.max_chunk_bytes]
             ext = {**msg.header.ext, "chunk": {"id": cid, "index": i, "count": count, "total_len": len(data), "sha256": digest}}
-            header = dataclasses.replace(msg.header, ext=ext, timestamp=timestamp)
-            describe_payload(header, part)
+            header = dataclasses.replace(msg.header, ext=ext, timestamp=timestamp, payload_len=0, payload_sha256="")
             out.append(Message(msg.topic, header, part))
         return out
 
@@ -211,12 +208,11 @@ class ChunkFilter:
         if len(entry.parts) < count:
             return None
         del self.pending[key]
-        data = b"".join(entry.parts[i] for i in range(count))
-        if len(data) != total or hashlib.sha256(data).hexdigest() != digest:
+        whole = Message(msg.topic, entry.header, b"".join(entry.parts[i] for i in range(count)))
+        if len(whole.payload) != total or whole.sha256() != digest:
             raise EnvelopeError("bad_chunk", f"reassembled {cid} does not match its sha256")
         self._done[key] = None
         while len(self._done) > 4 * self.max_pending:
             self._done.popitem(last=False)
         ext = {k: v for k, v in entry.header.ext.items() if k != "chunk"}
-        header = dataclasses.replace(entry.header, ext=ext, payload_len=total, payload_sha256=digest)
-        return Message(msg.topic, header, data)
+        return whole.with_header(dataclasses.replace(entry.header, ext=ext, payload_len=total, payload_sha256=digest))

@@ -11,7 +11,6 @@ place that defines those bytes; ``unpack`` only admits headers it can re-canonic
 
 from __future__ import annotations
 
-import hashlib
 import json
 import math
 import re
@@ -51,13 +50,6 @@ def canonical_header_bytes(header: Header, exclude_ext_keys: Iterable[str] = ())
     return canonical_json(d)
 
 
-def describe_payload(header: Header, payload: BytesLike) -> None:
-    """Make ``payload_len``/``payload_sha256`` describe ``payload`` (filters that replace the
-    payload call this so the header never lies about the bytes it travels with)."""
-    header.payload_len = len(payload)
-    header.payload_sha256 = hashlib.sha256(payload).hexdigest()
-
-
 def pack(msg: Message) -> bytes:
     """Serialise ``msg``; fills payload_len/payload_sha256 and a zero timestamp in ``msg.header``.
 
@@ -65,7 +57,8 @@ def pack(msg: Message) -> bytes:
     bug of the sender, not something a peer caused."""
     h = msg.header
     payload = bytes(msg.payload)
-    describe_payload(h, payload)
+    h.payload_len = len(payload)
+    h.payload_sha256 = msg.sha256()  # hashed once: a sealing filter may have asked already
     h.timestamp = float(h.timestamp) if h.timestamp else time.time()  # receivers see a float
     head = canonical_json(h.to_dict())
     if len(head) > MAX_HEADER:
@@ -152,7 +145,8 @@ def unpack(topic: str, data: BytesLike, max_bytes: int) -> Message:
     payload = view[PREFIX_LEN + hlen :]
     if doc["payload_len"] != len(payload):
         raise EnvelopeError("bad_length", f"payload is {len(payload)} bytes, header says {doc['payload_len']}")
-    if hashlib.sha256(payload).hexdigest() != doc["payload_sha256"]:
+    body = bytes(payload)
+    msg = Message(topic, Header(**{**doc, "timestamp": float(doc["timestamp"])}), body)
+    if msg.sha256() != doc["payload_sha256"]:  # the digest stays cached for the filters inbound
         raise EnvelopeError("bad_digest", "payload sha256 does not match the header")
-    doc["timestamp"] = float(doc["timestamp"])
-    return Message(topic, Header(**doc), bytes(payload))
+    return msg

@@ -8,13 +8,14 @@ authenticated; ``DedupFilter`` belongs after the seal is verified. Both key thei
 by the party the broker authenticated for the topic.
 
 Every filter here returns new ``Message``/``Header`` objects instead of editing the ones it was
-given, and keeps ``payload_len``/``payload_sha256`` describing the payload it hands on.
+given. ``payload_len``/``payload_sha256`` describe the bytes on the wire only (``pack`` fills them,
+``unpack`` checks them); inside the chain ``Message.sha256`` is the digest, computed once per
+payload.
 """
 
 from __future__ import annotations
 
 import dataclasses
-import hashlib
 import logging
 import threading
 import zlib
@@ -22,15 +23,15 @@ from collections import OrderedDict
 from typing import Any, Optional
 
 from feddiff.protocol import topics
-from feddiff.protocol.envelope import describe_payload
 from feddiff.protocol.message import EnvelopeError, Message
 
 log = logging.getLogger("feddiff.protocol")
 
 
 def _with_payload(msg: Message, payload: bytes, ext: dict[str, Any]) -> Message:
-    header = dataclasses.replace(msg.header, ext=ext)
-    describe_payload(header, payload)
+    """A new payload: the header's wire description (length, sha256) is cleared, ``pack`` fills
+    it in once for the bytes that go out, and ``Message.sha256`` hashes the new bytes on demand."""
+    header = dataclasses.replace(msg.header, ext=ext, payload_len=0, payload_sha256="")
     return Message(msg.topic, header, payload)
 
 
@@ -172,7 +173,7 @@ class DedupFilter:
         sender, seq = msg.header.sender, msg.header.seq
         check_topic_sender(msg.topic, sender)
         key = (msg.topic, sender)
-        digest = hashlib.sha256(msg.payload).hexdigest()[:32]
+        digest = msg.sha256()[:32]
         with self._lock:
             w = self._windows.get(key)
             if w is None:

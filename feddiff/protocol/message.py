@@ -8,6 +8,7 @@ does not add code paths to training.
 from __future__ import annotations
 
 import dataclasses
+import hashlib
 from dataclasses import dataclass, field
 from typing import Any, Optional, Protocol
 
@@ -46,9 +47,26 @@ class Header:
 
 @dataclass
 class Message:
+    """``sha256()`` hashes the payload once however many steps ask (a filter that signs it,
+    ``envelope.pack`` that describes it): the cache is keyed by the payload object itself, so a
+    message whose payload was replaced is hashed afresh."""
+
     topic: str
     header: Header
     payload: bytes
+    _digest: Optional[tuple[bytes, str]] = field(default=None, init=False, repr=False, compare=False)
+
+    def sha256(self) -> str:
+        """Hex SHA-256 of ``payload``."""
+        if self._digest is None or self._digest[0] is not self.payload:
+            self._digest = (self.payload, hashlib.sha256(self.payload).hexdigest())
+        return self._digest[1]
+
+    def with_header(self, header: Header) -> "Message":
+        """The same payload (and its digest, if known) under another header."""
+        out = Message(self.topic, header, self.payload)
+        out._digest = self._digest
+        return out
 
 
 class Filter(Protocol):

@@ -19,7 +19,7 @@ from feddiff.protocol import topics
 from feddiff.protocol.arrays import encode_arrays
 from feddiff.protocol.channel import Channel
 from feddiff.protocol.endpoint import build_chain, fresh_seq
-from feddiff.protocol.envelope import describe_payload, pack
+from feddiff.protocol.envelope import pack
 from feddiff.protocol.filters import DedupFilter
 from feddiff.protocol.message import EnvelopeError, Header, Message
 from tests.attacks.conftest import JOB
@@ -69,7 +69,6 @@ def test_one_byte_chunks_cannot_evict_another_senders_half_received_message(job,
     values = np.random.default_rng(0).standard_normal(2000).astype(np.float32)  # incompressible: several chunks
     payload = encode_arrays({"x": values})
     header = Header(job=JOB, round=1, step=1, sender="lidar", seq=fresh_seq(), content_type="features", timestamp=time.time())
-    describe_payload(header, payload)
     wire = [pack(m) for m in lidar_chain.outbound(Message(up, header, payload))]
     assert len(wire) >= 3
     for w in wire[:-1]:

@@ -252,3 +252,43 @@ def test_filter_chain_order_compress_seal_chunk_sees_whole_messages(keys, direct
     payload = features()
     [wire] = tx.outbound(make_msg(UP_HSI, "hsi", payload))
     assert rx.inbound(wire).payload == payload
+
+
+# ------------------------------------------------------------------ cost of the payload path
+
+
+class _CountingSha256:
+    """hashlib.sha256 that remembers the size of every byte string it was given."""
+
+    def __init__(self, real) -> None:
+        self.real, self.sizes = real, []
+
+    def __call__(self, data=b""):
+        self.sizes.append(len(data))
+        return self.real(data)
+
+
+@pytest.mark.parametrize("topic", [CTL, UP_HSI], ids=["signed broadcast", "encrypted uplink"])
+def test_each_byte_string_of_the_payload_path_is_hashed_once(seal, make_msg, monkeypatch, topic) -> None:
+    import hashlib
+
+    import feddiff.protocol.message as message_module
+    from feddiff.protocol.envelope import pack, unpack
+
+    sender, receiver = ("agg", "hsi") if topic == CTL else ("hsi", "agg")
+    payload = features()
+    counter = _CountingSha256(hashlib.sha256)
+    monkeypatch.setattr(message_module.hashlib, "sha256", counter)
+    [sealed] = seal(sender).outbound(make_msg(topic, sender, payload))
+    wire = pack(sealed)
+    n_sent = len(counter.sizes)
+    got = seal(receiver).inbound(unpack(topic, wire, 10**8))
+    # key ids and key derivation hash a few dozen bytes; the payload path is what is counted
+    sent = [n for n in counter.sizes[:n_sent] if n >= len(payload)]
+    received = [n for n in counter.sizes[n_sent:] if n >= len(payload)]
+    assert got.payload == payload
+    # a signed payload travels as it is: one digest serves the seal and the envelope; an
+    # encrypted one has two byte strings (plaintext, ciphertext), each hashed once
+    expected = 1 if topic == CTL else 2
+    assert len(sent) == expected, f"sender hashed {sent}"
+    assert len(received) == expected, f"receiver hashed {received}"

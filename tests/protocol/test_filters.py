@@ -35,7 +35,8 @@ def test_compression_round_trips_through_the_wire_and_records_itself():
     assert len(out.payload) < len(raw) // 10
     back = f.inbound(unpack(out.topic, pack(out), 10**6))
     assert back.payload == raw and "compress" not in back.header.ext
-    assert back.header.payload_len == len(raw) and back.header.payload_sha256 == hashlib.sha256(raw).hexdigest()
+    assert back.sha256() == hashlib.sha256(raw).hexdigest()
+    assert back.header.payload_sha256 == "", "a header must not describe bytes it no longer travels with"
 
 
 def test_outbound_does_not_modify_the_callers_message():
