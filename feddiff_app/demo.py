@@ -163,14 +163,14 @@ def run_demo(args: argparse.Namespace) -> int:
 def _party_configs(out: Path, data: dict, parties: list[str], http_port: int | None) -> dict[str, Path]:
     """The job file each party starts from: the shared one, or with ``http_port`` a copy per
     party, each station's monitoring port the next after the aggregator's (N+1, N+2 ... in the
-    job's order of stations)."""
+    job's order of stations), a label holder of its own the port after the last station's."""
     if not http_port:
         return {name: out / "job.yaml" for name in parties}
     paths = {}
     stations = list(data["federation"]["clients"])
     for name in parties:
         doc = json.loads(json.dumps(data))
-        port = int(http_port) + stations.index(name) + 1 if name in stations else 0  # the HE label holder serves none
+        port = int(http_port) + 1 + (stations.index(name) if name in stations else len(stations))
         doc["federation"]["http_port"] = port
         paths[name] = out / f"job-{name}.yaml"
         paths[name].write_text(yaml.safe_dump(doc, sort_keys=False))

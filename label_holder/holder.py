@@ -17,12 +17,13 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from feddiff.config import Config
+from feddiff.config import Config, load_config
 from feddiff.data.loader import load_labels
 from feddiff.data.patches import labelled_pixels
 from feddiff.metrics import classification_metrics
 from feddiff.model.losses import l2_penalty
 from feddiff.model.optim import cosine_lr, load_optimizer_state, make_optimizer, set_lr
+from feddiff.monitoring.feed import start_role_monitoring
 from feddiff.protocol import jobs
 from feddiff.protocol.label_messages import Fused, HeadGrad, Metrics, Predictions, Score
 from feddiff.protocol.messages import Committed, Commit, Done, Hello, Job, Ready, Samples
@@ -136,4 +137,8 @@ class LabelHolderApp:
 def main(args: argparse.Namespace) -> int:
     from crypto.chain import party_security
 
-    return serve(args, lambda cfg, state_dir: LabelHolderApp(cfg, args.id, state_dir), party_security)
+    mon = start_role_monitoring(load_config(args.config), args.id, peer="aggregator")
+    try:
+        return serve(args, lambda cfg, state_dir: LabelHolderApp(cfg, args.id, state_dir), party_security, mon.observers)
+    finally:
+        mon.close()
