@@ -179,6 +179,7 @@ def build_parser() -> argparse.ArgumentParser:
     sp.add_argument("--broker", choices=["auto", "mosquitto", "embedded"], default="auto")
     sp.add_argument("--security", choices=["none", "signed", "he"], default=None)
     sp.add_argument("--http-port", type=int, default=None, help="serve the dashboard on this port (stations on the next ones, N+1, N+2 ...); absent or 0: off")
+    sp.add_argument("--no-svm", action="store_true", help="skip the RBF-SVM baseline beside the federated result")
     return p
 
 

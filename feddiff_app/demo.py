@@ -25,6 +25,7 @@ from tqdm import tqdm
 
 from feddiff.config import ClientSpec, Config, config_from_dict, load_config
 from feddiff.errors import FedDiffError
+from feddiff_app.train_cli import baseline_line
 
 DEMO_CONFIG = Path(__file__).resolve().parent / "demo_default.yaml"
 
@@ -148,6 +149,8 @@ def run_demo(args: argparse.Namespace) -> int:
         "broker": broker.name,
         "security": cfg.federation.security,
     }
+    svm = _svm_beside(cfg, args)
+    report["baselines"] = {"rbf_svm": svm} if svm else {}
     onnx_info = _export_if_available(out, cfg)
     if onnx_info:
         report["onnx"] = onnx_info
@@ -156,6 +159,7 @@ def run_demo(args: argparse.Namespace) -> int:
     (out / "report.json").write_text(json.dumps(report, indent=2))
     print(json.dumps({k: report[k] for k in ("oa", "aa", "kappa", "rounds", "broker")}, indent=None))
     print(f"[demo] OA {100 * report['oa']:.2f}%  AA {100 * report['aa']:.2f}%  kappa {report['kappa']:.4f}  in {report['seconds']['total']:.0f}s")
+    print(f"[demo] {baseline_line(report, svm)}")
     print(f"[demo] wrote {out / 'report.json'} and {out / 'classification_map.png'}")
     return 0
 
@@ -228,6 +232,21 @@ def _provision(out: Path, job: str, data: dict) -> Path:
         if fed.get("security") == "he":
             provision_he_holder(keys, holder)  # the signed CKKS context stations verify
     return keys
+
+
+def _svm_beside(cfg: Config, args: argparse.Namespace) -> dict | None:
+    """The RBF-SVM row on the job's own split and the pixel features of every modality.
+
+    Only a run that holds every modality can fit it: the demo does (all parties on one host), a
+    deployed job by design does not (no party sees another's pixels), so the aggregator's report
+    has no such row and the demo adds it to its own."""
+    if getattr(args, "no_svm", False) or not cfg.train.svm_baseline:
+        return None
+    from feddiff.baselines import svm_baseline
+    from feddiff.data.loader import load_scene
+
+    scene = load_scene(cfg)
+    return svm_baseline(scene, list(scene.modalities), cfg.train.seed)
 
 
 def _export_if_available(out: Path, cfg: Config) -> dict | None:

@@ -11,6 +11,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import io
+import json
 import socket
 import threading
 
@@ -94,3 +95,8 @@ def test_demo_serves_the_dashboard_and_every_partys_metrics(tmp_path, mosquitto,
     assert f"dashboard: http://127.0.0.1:{port}/" in out
     assert f"hsi_station: metrics at http://127.0.0.1:{port + 1}/metrics" in out
     assert f"lidar_station: metrics at http://127.0.0.1:{port + 2}/metrics" in out
+    # the demo holds every modality, so it puts the SVM on the same split beside the result
+    report = json.loads((tmp_path / "out" / "report.json").read_text())
+    svm = report["baselines"]["rbf_svm"]
+    assert 0.0 < svm["oa"] <= 1.0 and svm["C"] > 0
+    assert f"RBF SVM (C {svm['C']:g}" in out and f"OA {100 * svm['oa']:.2f} %" in out
