@@ -151,6 +151,19 @@ def _under(base: dict, over: dict) -> dict:
     return out
 
 
+def _table_patch(data: dict, source: str) -> dict:
+    """A sample table's rows are unrelated pixels, so a patch around one would mix strangers:
+    such a job trains at patch size 1. Set here, in the config every party loads, so stations,
+    aggregator and export agree; a patch size the user asked for explicitly is an error."""
+    scene, model = data.get("scene"), data.get("model", {})
+    if not (isinstance(scene, dict) and scene.get("sample_table") is not None and isinstance(model, dict)):
+        return data
+    size = model.get("patch_size", 1)
+    if size != 1:
+        raise ConfigError(f"{source}: model.patch_size: a sample table's rows are unrelated pixels: expected 1 (or leave it out), got {size!r}")
+    return {**data, "model": {**model, "patch_size": 1}}
+
+
 def config_from_dict(data: dict, source: str = "<dict>", check_files: bool = True) -> Config:
     """Validate a plain mapping (parsed YAML) into a ``Config``; raises ``ConfigError``."""
     if not isinstance(data, dict):
@@ -158,6 +171,7 @@ def config_from_dict(data: dict, source: str = "<dict>", check_files: bool = Tru
     model = data.get("model")
     if isinstance(model, dict) and model.get("preset") == "recipe":
         data = _under(RECIPE, data)
+    data = _table_patch(data, source)
     cfg = _build(Config, data, "", source)
     cfg.source = source
     _check_semantics(cfg, check_files)

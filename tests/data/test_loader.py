@@ -198,6 +198,16 @@ def test_sample_table_is_a_scene_of_n_rows_by_one_column(tmp_path):
     assert np.array_equal(y, labels[rows] - 1)
 
 
+def test_sample_table_trains_at_patch_size_1_for_every_party(tmp_path):
+    cfg, _, _ = write_table(tmp_path)
+    assert cfg.model.patch_size == 1  # stations, aggregator and export all load this config
+    d = {"name": "table", "model": {"patch_size": 7}, "scene": {"sample_table": {
+        "modalities": {"hsi": {"path": "hsi.npy"}}, "labels": {"path": "labels.npy"}, "split": {"path": "split.npy"}}}}
+    with pytest.raises(ConfigError) as err:
+        config_from_dict(d, str(tmp_path / "t.yaml"), check_files=False)
+    assert "model.patch_size" in one_line(err) and "got 7" in str(err.value)
+
+
 def test_sample_table_client_view_reads_no_labels(tmp_path):
     cfg, _, _ = write_table(tmp_path)
     (tmp_path / "labels.npy").unlink()
