@@ -1,5 +1,6 @@
 """The FR-stream fusion head at the aggregator: labels here (``LocalLabels``) or at a station
-(``StationLabels``, which asks the station for the cross-entropy gradient only).
+(``StationLabels``, which asks the station for the cross-entropy gradient only: softmax minus
+one-hot, which shows each label unless the station's label DP noises it).
 
 Per step: codes in (``PlainFeatures``), head and loss here, code gradients out. Both give the
 gradient of the same loss, so they train the same model.
@@ -18,7 +19,7 @@ from feddiff.metrics import classification_metrics
 from feddiff.model.losses import feddiff_loss, l2_penalty
 from feddiff.model.net import build_head
 from feddiff.model.optim import batches, cosine_lr, load_optimizer_state, make_optimizer, set_lr
-from feddiff.protocol.label_messages import CeGrad, Logits
+from feddiff.protocol.label_messages import LABEL_DP, CeGrad, Logits
 from feddiff.protocol.messages import Hello
 from feddiff.state.snapshot import Committed
 
@@ -115,4 +116,7 @@ class StationLabels(LocalLabels):
         return {"ce": reply.ce, "mse": mse.item(), "total": reply.ce + rest.item()}, reply.correct
 
     def score(self, pred: np.ndarray, labels: Labels, tag: int) -> dict:
-        return remote_score(self.link, pred, tag)
+        metrics = remote_score(self.link, pred, tag)
+        if LABEL_DP in metrics:
+            self.link.status.update(label_dp=metrics[LABEL_DP])
+        return metrics
