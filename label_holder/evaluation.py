@@ -29,6 +29,7 @@ class HeldPredictions:
         self.state_dir = Path(state_dir)
         self.grids: dict[int, np.ndarray] = {}
         self.mapped: set[int] = set()
+        self.report: dict = {}
 
     def clear(self, tag: int) -> None:
         """A new attempt at ``tag``: forget what an interrupted one predicted."""
@@ -46,6 +47,8 @@ class HeldPredictions:
             self.mapped.add(tag)
             write_png_map((grid + 1).astype(np.uint8), self.class_names, self.state_dir / MAP_FILE)
             log.info("classification map of the whole scene written to %s", self.state_dir / MAP_FILE)
+            if self.report:
+                self.write_report(**self.report)
 
     def metrics(self, tag: int) -> dict:
         """Scores of the test pixels from the predictions kept under ``tag``."""
@@ -59,7 +62,9 @@ class HeldPredictions:
         return classification_metrics(labels, pred, len(self.class_names))
 
     def write_report(self, job: str, metrics: dict, privacy: dict) -> None:
-        """The holder's own report: what it published, plus where its map is."""
+        """The holder's own report: what it published, plus where its map is (rewritten once
+        the map exists: the scene is classified after the test set is scored)."""
+        self.report = {"job": job, "metrics": metrics, "privacy": privacy}
         doc = {"job": job, **{k: metrics[k] for k in ("oa", "aa", "kappa")}, "per_class": dict(zip(self.class_names, metrics["per_class"])),
                "confusion": metrics["confusion"], "label_dp": privacy,
                "map": str(self.state_dir / MAP_FILE) if (self.state_dir / MAP_FILE).exists() else None}
