@@ -163,3 +163,18 @@ def test_the_station_applies_its_box_and_refuses_readdressed_replayed_and_tamper
     assert station.station.applied_steps == 1 and key not in station.station.pending
     proj = station.station.uplink.modules["hsi"]["he_proj"]
     assert not torch.allclose(proj(torch.ones(N, proj.in_features)), before)  # the genuine gradient was applied
+
+
+def test_a_head_gradient_with_boxes_missing_or_misnamed_is_refused():
+    from aggregator.fusion.he import check_boxes
+    from feddiff.protocol.message import EnvelopeError
+
+    arrays, meta = SealedHeadGrad({"hsi": b"a", "lidar": b"b"}, 0.5, 3, 0.6).to_arrays()
+    back = SealedHeadGrad.from_arrays(arrays, meta)
+    assert back.boxes == {"hsi": b"a", "lidar": b"b"} and back.correct == 3
+    with pytest.raises(EnvelopeError, match="one distinct station name per box"):
+        SealedHeadGrad.from_arrays(arrays, {**meta, "to": ["hsi", "hsi"]})
+    with pytest.raises(EnvelopeError, match="one distinct station name per box"):
+        SealedHeadGrad.from_arrays(arrays, {**meta, "to": ["hsi"]})
+    with pytest.raises(ValueError, match=r"boxes for \['hsi'\], expected \['hsi', 'lidar'\]"):
+        check_boxes("lab", SealedHeadGrad({"hsi": b"a"}), {"hsi", "lidar"})
