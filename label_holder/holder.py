@@ -124,6 +124,8 @@ class LabelHolderApp:
             return
         if f.idx is None or not f.to:
             raise ValueError("training FUSED without idx or stations to return the gradient to")
+        if f.idx.size and (int(f.idx.min()) < 0 or int(f.idx.max()) >= self.train[2].shape[0]):
+            raise ValueError(f"training FUSED names samples outside the {self.train[2].shape[0]} training samples")
         unknown = sorted(set(f.to) - set(self.cfg.federation.clients))
         if unknown:
             raise ValueError(f"training FUSED asks to seal the gradient for {', '.join(unknown)}, not stations of this job")

@@ -8,6 +8,7 @@ gradient of the same loss, so they train the same model.
 
 from __future__ import annotations
 
+import logging
 from typing import Iterator, Optional
 
 import numpy as np
@@ -28,6 +29,8 @@ from aggregator.fusion.plain import PlainFeatures
 from aggregator.labels import Labels
 from aggregator.link import Link, RoundFailed
 
+log = logging.getLogger("feddiff.aggregator")
+
 
 class LocalLabels:
     public_ctx: Optional[bytes] = None
@@ -46,6 +49,8 @@ class LocalLabels:
             self.head.load_state_dict(stored[0])
             load_optimizer_state(self.optimizer, stored[1], f"aggregator {cfg.federation.job}")
         self.committed = Committed(self.head, self.optimizer, keep=1)
+        if self.link.holder is None and cfg.train.label_dp_sigma > 0:
+            log.warning("train.label_dp_sigma is ignored: the aggregator holds the labels, so no label holder returns gradients to noise")
 
     def on_holder_hello(self, hello: Hello) -> None:
         pass

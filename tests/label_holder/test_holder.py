@@ -76,3 +76,11 @@ def test_predictions_sent_for_scoring_are_refused(tmp_path, keys):
     _, app, _ = holder(tmp_path, keys, 0.0)
     with pytest.raises(ValueError, match="scores only what it predicted itself"):
         app.on_score(Incoming("score", 3, 0, 0, Score(np.zeros(app.test[0].shape[0], np.int64))))
+
+
+def test_samples_outside_the_training_set_are_refused(tmp_path, keys):
+    cfg, app, _ = holder(tmp_path, keys, 0.0)
+    msg = fused(cfg, app, ["hsi"])
+    msg.payload.idx = msg.payload.idx + 10_000
+    with pytest.raises(ValueError, match="outside the"):
+        app.on_fused(msg)
