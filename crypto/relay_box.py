@@ -114,8 +114,8 @@ def open_gradient(me: PartyKeys, directory: Directory, want: Binding, box: bytes
     raw, header, sig, body = _split(box)
     _check_binding(header, want)
     sender = directory.get(want.sender)
-    if sender is None or sender.kid != header.get("kid"):
-        raise RelayBoxError(f"relay box signer {want.sender!r} is not in the directory with that key")
+    if sender is None or sender.kid != header.get("kid") or sender.role != "labels":
+        raise RelayBoxError(f"relay box signer {want.sender!r} is not a label holder in the directory with that key")
     try:
         sender.verify_key().verify(sig, _SIG_DOMAIN + _lp(raw) + _lp(body))
     except InvalidSignature:

@@ -125,6 +125,11 @@ def test_the_aggregator_relays_boxes_it_cannot_open(cfg, parties, job):
     hsi = load_party(job, "hsi")
     grad = relay_box.GradientOpener(hsi, link_directory(job), "lab").open(reply.boxes["hsi"], 0, 0, 0)
     assert grad.shape == (N, DIM) and grad.astype("<f4").tobytes()[:16] not in reply.boxes["hsi"]
+    forged = relay_box.seal_gradient(load_party(job, "lidar"), link_directory(job), relay_box.Binding("j1", 0, 0, 0, "lidar", "hsi"), grad)
+    with pytest.raises(relay_box.RelayBoxError, match="not a label holder"):  # a station signing as the holder its config names
+        relay_box.GradientOpener(hsi, link_directory(job), "lidar").open(forged, 0, 0, 0)
+    with pytest.raises(relay_box.RelayBoxError, match="from 'lidar', not the label holder 'lab'"):
+        relay_box.GradientOpener(hsi, link_directory(job), "lab").open(forged, 0, 0, 0)
     with pytest.raises(relay_box.RelayBoxError, match="addressed to 'hsi', not 'lidar'"):
         relay_box.GradientOpener(load_party(job, "lidar"), link_directory(job), "lab").open(reply.boxes["hsi"], 0, 0, 0)
 
