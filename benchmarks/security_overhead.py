@@ -4,13 +4,19 @@
     python benchmarks/security_overhead.py [--config configs/trento_sim.yaml] [--seed 0] [--modes none signed he]
                                            [--stage2-seeds 0 1 2] [--resume]
     python benchmarks/security_overhead.py --filters-only     # per-message cost of the filter chain
+    python benchmarks/security_overhead.py --label-dp 0 1 4 [--label-dp-modes he signed] [--stage2-seeds 0 1 2]
 
 ``--filters-only`` writes benchmarks/results/security_filters.json: the production filter chain
 (compress, seal, replay, dedup, chunk) sending and receiving one message of each size in
 ``none`` and ``signed`` mode (median of repeats, replay state on disk as in a job), and the
 cost of verifying the label holder's CKKS context; it needs no data set.
 
-Writes benchmarks/results/security_overhead.json and prints a table: epoch wall time (median
+``--label-dp SIGMA ...`` writes benchmarks/results/security_label_dp.json instead: label DP's
+accuracy cost, one job per noise multiplier (0 = off) in HE mode (third-party label holder) and
+in signed mode with a station holding the labels, with the epsilon (at ``train.label_dp_delta``)
+the label holder published for the job.
+
+Otherwise it writes benchmarks/results/security_overhead.json and prints a table: epoch wall time (median
 over the stage-2 seeds' jobs), bytes (from the first seed's job), OA (mean over the stage-2
 seeds: one 40-epoch run moves by points with float noise alone, so one run cannot tell whether
 HE costs accuracy), key and context sizes. Each job's result is kept in --work; --resume reuses them.
@@ -108,6 +114,43 @@ def filter_costs(out: Path, sizes: tuple[int, ...] = (1024, 65536, 1 << 20, 8 <<
     return doc
 
 
+def dp_job(cfg, pre: dict, work: Path, mode: str, holder: str) -> dict:
+    """One federated job, plus the label DP ledger the label holder published to the aggregator."""
+    result = federated_job(cfg, pre, work, security=mode, label_holder=holder)
+    status = json.loads((work / "state" / "aggregator" / "status.json").read_text())
+    return {**result, "label_dp": status.get("label_dp", {"enabled": False})}
+
+
+def label_dp_sweep(cfg, pre: dict, args: argparse.Namespace, seeds: list[int]) -> dict:
+    """OA per (mode, sigma), mean over ``seeds``, and its cost against sigma 0 of the same mode."""
+    work, rows = Path(args.work), []
+    for mode in args.label_dp_modes:
+        holder = "label_holder" if mode == "he" else next(iter(cfg.federation.clients))
+        for sigma in args.label_dp:
+            runs = []
+            for s in seeds:
+                c = with_train(cfg, seed=s, label_dp_sigma=float(sigma))
+                runs.append(cached(work / f"result_dp_{mode}_{sigma:g}_seed{s}.json", args.resume, lambda: dp_job(c, pre, work / f"dp_{mode}", mode, holder)))
+                print(f"{mode:<7} sigma {sigma:g} seed {s}  OA {100 * runs[-1]['oa']:.2f}  epsilon {runs[-1]['label_dp'].get('epsilon')}", flush=True)
+            dp = runs[0]["label_dp"]
+            rows.append({"mode": mode, "holder": holder, "sigma": float(sigma), "clip": cfg.train.label_dp_clip, "delta": cfg.train.label_dp_delta,
+                         "epsilon": dp.get("epsilon") if dp.get("enabled") else None, "oa_runs": [r["oa"] for r in runs],
+                         "oa_mean": float(np.mean([r["oa"] for r in runs])), "epoch_s": float(np.median([r["epoch_s"] for r in runs])), "stage2_seeds": seeds})
+    for r in rows:
+        off = next((o for o in rows if o["mode"] == r["mode"] and o["sigma"] == 0), None)
+        r["oa_cost_points"] = None if off is None else 100 * (off["oa_mean"] - r["oa_mean"])
+    doc = {"config": args.config, "seed": args.seed, "rows": rows}
+    out = Path(args.out).with_name("security_label_dp.json")
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps(doc, indent=2, default=str))
+    print(f"\n| mode (label holder) | sigma | epsilon at delta | OA % (mean of seeds {seeds}) | OA cost (points) | epoch s |\n|---|---|---|---|---|---|")
+    for r in rows:
+        eps = "off" if r["epsilon"] is None else f"{r['epsilon']:.3g} at {r['delta']:g}"
+        cost = "-" if r["oa_cost_points"] is None else f"{r['oa_cost_points']:.2f}"
+        print(f"| {r['mode']} ({r['holder']}) | {r['sigma']:g} | {eps} | {100 * r['oa_mean']:.2f} | {cost} | {r['epoch_s']:.2f} |")
+    return doc
+
+
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--config", default=str(ROOT / "configs" / "trento_sim.yaml"))
@@ -118,6 +161,8 @@ def main() -> int:
     ap.add_argument("--work", default=str(WORK / "security"))
     ap.add_argument("--out", default=str(ROOT / "benchmarks" / "results" / "security_overhead.json"))
     ap.add_argument("--filters-only", action="store_true", help="only the per-message filter-chain costs (no data set needed)")
+    ap.add_argument("--label-dp", type=float, nargs="+", default=None, metavar="SIGMA", help="label DP sweep: noise multipliers (0 = off)")
+    ap.add_argument("--label-dp-modes", nargs="+", default=["he", "signed"], choices=["he", "signed"])
     args = ap.parse_args()
     if args.filters_only:
         filter_costs(Path(args.out).with_name("security_filters.json"))
@@ -128,6 +173,9 @@ def main() -> int:
     pre = pretrain(cfg, scene, Path(args.work) / "cache")
     rows = {}
     seeds = args.stage2_seeds or [args.seed]
+    if args.label_dp:
+        label_dp_sweep(cfg, pre, args, seeds)
+        return 0
     for mode in args.modes:
         holder = "label_holder" if mode == "he" else "aggregator"
         runs = []

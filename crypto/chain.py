@@ -51,13 +51,44 @@ def credentials(cfg: Config, party: str) -> dict:
     return {"username": me.mqtt_username, "password": me.mqtt_password(), "tls": (str(me.ca_cert), str(me.tls_cert), str(me.tls_key))}
 
 
+RELAY_HOOK = "relay_box"
+
+
+def relay_box(cfg: Config, party: str):
+    """HE mode: the label holder's ``GradientSealer`` or a station's ``GradientOpener`` (bound to
+    the label holder its own config names); None for the aggregator and other modes, which
+    only ever relay the boxes."""
+    from crypto.relay_box import GradientOpener, GradientSealer
+
+    if cfg.federation.security != "he":
+        return None
+    d = keys_dir(cfg)
+    me = load_party(d, party)
+    directory = load_directory(d, me.root_public)
+    if me.role == "labels":
+        return GradientSealer(me, directory)
+    if me.role == "edge":
+        return GradientOpener(me, directory, cfg.federation.label_holder)
+    return None
+
+
 def party_security(cfg: Config, party: str, state_dir: Path) -> dict:
     """Keyword arguments for ``open_channel``: seal filters when the job is sealed, and the
     party's broker credentials and TLS files when keys are provisioned; nothing for a
-    plaintext job without keys."""
+    plaintext job without keys. In HE mode a station or label holder also gets its relay box
+    under ``RELAY_HOOK``, which its app takes out (``take_relay_box``) before the channel opens."""
     out: dict = {}
     if cfg.federation.security != "none":
         out["seal_filters"] = seal_filters(cfg, party, state_dir)
     if cfg.federation.keys_dir:
         out.update(credentials(cfg, party))
+    box = relay_box(cfg, party)
+    if box is not None:
+        out[RELAY_HOOK] = box
     return out
+
+
+def take_relay_box(security: dict):
+    """Remove and return the relay box from a party's security hooks (what is left are
+    ``open_channel``'s keyword arguments)."""
+    return security.pop(RELAY_HOOK, None)

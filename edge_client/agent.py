@@ -21,6 +21,7 @@ from feddiff.errors import ConfigError
 from feddiff.monitoring.feed import start_role_monitoring
 from feddiff.protocol import jobs
 from feddiff.protocol.exchange import Deferral
+from feddiff.protocol.label_messages import SealedBackward
 from feddiff.protocol.messages import Backward, Commit, Committed, Done, Forward, GetWeights, Hello, Job, Ready
 from feddiff.runtime import Incoming, Node, Route
 from feddiff.runtime.node import serve
@@ -49,12 +50,18 @@ class StationApp:
         holder = cfg.federation.label_holder == name
         scene = load_scene(cfg, modalities=list(cfg.federation.clients[name].modalities), with_labels=holder)
         self.station = Station(cfg, name, scene, state_dir)
-        self.labels = StationLabels(scene) if holder else None
+        self.labels = StationLabels(scene, cfg, state_dir) if holder else None
+        self.relay = None  # HE: the GradientOpener for the label holder's sealed gradients
         self.deferral = Deferral()
         self.node: Node  # set by attach
 
     def attach(self, node: Node) -> None:
+        """Takes the relay box (HE) out of the node's security hooks: the opener comes with the
+        keys, like the seal filters, never from a role."""
+        from crypto.chain import take_relay_box
+
         self.node = node
+        self.relay = take_relay_box(node.security)
 
     def persisted_seq(self) -> int:
         return int(self.station.meta.get("seq", 0))
@@ -76,7 +83,7 @@ class StationApp:
             jobs.DONE: Route(Done, self.on_done, any_attempt=True),
             jobs.JOB: Route(Job, self.on_job, any_attempt=True),
             jobs.FORWARD: Route(Forward, self.on_forward),
-            jobs.BACKWARD: Route(Backward, self.on_backward),
+            jobs.BACKWARD: Route(SealedBackward, self.on_sealed_backward) if self.cfg.federation.security == "he" else Route(Backward, self.on_backward),
             jobs.GET_WEIGHTS: Route(GetWeights, self.on_get_weights),
             jobs.COMMIT: Route(Commit, self.on_commit),
         }
@@ -119,8 +126,30 @@ class StationApp:
         self.answer(request)
 
     def on_backward(self, msg: Incoming) -> None:
+        self.apply_gradient((msg.round, msg.step, msg.attempt), msg.payload.grads)
+
+    def on_sealed_backward(self, msg: Incoming) -> None:
+        """HE: the label holder's gradient, sealed to this station and relayed unopened. A box
+        for another station, step or attempt, or not signed by our label holder, is refused with
+        one line and changes nothing (the round times out and reruns)."""
+        from crypto.relay_box import RelayBoxError
+
         key = (msg.round, msg.step, msg.attempt)
-        self.station.backward(key, msg.payload.grads)
+        try:
+            if self.relay is None:
+                raise RelayBoxError("no relay box opener: HE mode needs this station's provisioned keys")
+            grad = self.relay.open(msg.payload.box, msg.round, msg.step, msg.attempt)
+            held = self.station.pending.get(key, {}).get("z")
+            if held is not None and tuple(grad.shape) != tuple(held.shape):
+                raise RelayBoxError(f"relayed gradient has shape {tuple(grad.shape)}, the features sent were {tuple(held.shape)}")
+        except RelayBoxError as exc:
+            log.warning("station %s: refused the relayed gradient of round %d step %d: %s", self.name, msg.round, msg.step, exc)
+            self.node.observers.emit("message_rejected", party=self.name, kind=jobs.BACKWARD, reason="relay_box")
+            return
+        self.apply_gradient(key, {"z": grad})
+
+    def apply_gradient(self, key: tuple, grads: dict) -> None:
+        self.station.backward(key, grads)
         request = self.deferral.release(key)
         if request is not None:
             self.answer(request)

@@ -157,6 +157,11 @@ class TrainSpec:
     # The RBF-SVM baseline beside FedDiff in every train report (feddiff.baselines); off for
     # scenes whose training set makes a kernel SVM's cross-validation too slow.
     svm_baseline: bool = True
+    # Label DP on the gradients a remote label holder returns (feddiff.privacy): Gaussian noise
+    # multiplier (0 = off), per-sample L2 clip, and the delta the reported epsilon is for.
+    label_dp_sigma: float = field(default=0.0, metadata=_rng(0.0, 1e6))
+    label_dp_clip: float = field(default=1.0, metadata=_rng(1e-6, 1e6))
+    label_dp_delta: float = field(default=1e-5, metadata=_rng(1e-12, 0.5))
 
 
 @dataclass

@@ -2,8 +2,12 @@
 
 The aggregator sends the homomorphic sum of the stations' encrypted features; the holder
 decrypts that sum (never a single station's features), runs the additive head and the loss, and
-returns the gradient of the sum, which is also each station's gradient. It commits its head
-with the round and rolls back to the committed head when an attempt is rerun.
+returns the gradient of the sum, which is also each station's gradient, sealed to each station
+(``crypto.relay_box``) so the aggregator relays bytes it cannot read; with label DP on
+(``train.label_dp_sigma``) the head step and the returned rows are one noisy release
+(``feddiff.privacy``). Evaluation predictions, the metrics and the map stay here
+(``label_holder.evaluation``). It commits its head with the round and rolls back to the
+committed head when an attempt is rerun.
 """
 
 from __future__ import annotations
@@ -20,17 +24,19 @@ import torch.nn.functional as F
 from feddiff.config import Config, load_config
 from feddiff.data.loader import load_labels
 from feddiff.data.patches import labelled_pixels
-from feddiff.metrics import classification_metrics
 from feddiff.model.losses import l2_penalty
 from feddiff.model.optim import cosine_lr, load_optimizer_state, make_optimizer, set_lr
 from feddiff.monitoring.feed import start_role_monitoring
 from feddiff.protocol import jobs
-from feddiff.protocol.label_messages import Fused, HeadGrad, Metrics, Predictions, Score
+from feddiff.privacy.label_dp import LabelPrivacy, noisy_head_step
+from feddiff.protocol.label_messages import LABEL_DP, Fused, Metrics, Predicted, Score, SealedHeadGrad
 from feddiff.protocol.messages import Committed, Commit, Done, Hello, Job, Ready, Samples
 from feddiff.runtime import Incoming, Node, Route
 from feddiff.runtime.node import serve
 from feddiff.state.layout import label_holder_store
 from feddiff.state.snapshot import Committed as CommittedState
+
+from label_holder.evaluation import HeldPredictions
 
 log = logging.getLogger("feddiff.labels")
 
@@ -61,6 +67,10 @@ class LabelHolderApp:
         self.cfg, self.name = cfg, name
         train, test, self.class_names = load_labels(cfg)
         self.train, self.test = labelled_pixels(train), labelled_pixels(test)
+        t = cfg.train
+        self.privacy = LabelPrivacy(t.label_dp_sigma, t.label_dp_clip, t.label_dp_delta, state_dir, self.train[0].shape[0])
+        self.held = HeldPredictions(train.shape, self.test, self.class_names, state_dir)
+        self.relay = None  # the GradientSealer, from the node's security hooks
         torch.set_num_threads(cfg.train.threads)
         self.head = additive_head(cfg.model.he_dim, cfg.model.head_channels, len(self.class_names), cfg.train.seed)
         self.optimizer = make_optimizer([self.head], cfg.train)
@@ -75,7 +85,11 @@ class LabelHolderApp:
         self.node: Node
 
     def attach(self, node: Node) -> None:
+        from crypto.chain import take_relay_box
+
         self.node = node
+        self.relay = take_relay_box(node.security)
+        log.info("label holder %s: %s", self.name, self.privacy.log_line())
 
     def persisted_seq(self) -> int:
         return 0
@@ -95,6 +109,7 @@ class LabelHolderApp:
 
     def on_job(self, msg: Incoming) -> None:
         self.committed.restore(msg.round - 1)
+        self.held.clear(msg.round)
         set_lr(self.optimizer, cosine_lr(self.cfg.train.lr, msg.round, self.cfg.train.epochs))
         self.node.send(Ready(), round=msg.round)
 
@@ -105,33 +120,72 @@ class LabelHolderApp:
         f: Fused = msg.payload
         z = torch.from_numpy(check_decrypted(decrypt_batch(self.secret, f.cts, f.shape))).float()
         if not f.train:
-            self.head.eval()
-            with torch.no_grad():
-                pred = self.head(z).argmax(1).numpy()
-            self.node.send(Predictions(pred), round=msg.round, step=msg.step)
+            self.predict(msg, f, z)
             return
-        if f.idx is None:
-            raise ValueError("training FUSED without idx")
-        z.requires_grad_(True)
+        if f.idx is None or not f.to:
+            raise ValueError("training FUSED without idx or stations to return the gradient to")
+        if f.idx.size and (int(f.idx.min()) < 0 or int(f.idx.max()) >= self.train[2].shape[0]):
+            raise ValueError(f"training FUSED names samples outside the {self.train[2].shape[0]} training samples")
+        unknown = sorted(set(f.to) - set(self.cfg.federation.clients))
+        if unknown:
+            raise ValueError(f"training FUSED asks to seal the gradient for {', '.join(unknown)}, not stations of this job")
+        if self.relay is None:
+            raise ValueError("no relay box: an HE label holder needs its provisioned keys to seal gradients")
+        grad_z, stats = self.train_step(z, torch.from_numpy(self.train[2][f.idx]).long(), f.idx)
+        boxes = {s: self.relay.seal(grad_z, s, msg.round, msg.step, msg.attempt) for s in f.to}
+        self.node.send(SealedHeadGrad(boxes, **stats), round=msg.round, step=msg.step)
+
+    def train_step(self, z: torch.Tensor, y: torch.Tensor, idx: np.ndarray) -> tuple[np.ndarray, dict]:
+        """One head step; returns the gradient to release and the statistics to publish (none
+        under label DP: the loss and accuracy of a batch depend on its labels too)."""
         self.head.train()
-        logits = self.head(z)
-        y = torch.from_numpy(self.train[2][f.idx]).long()
-        ce = F.cross_entropy(logits, y)
-        loss = ce + self.cfg.train.l2 * l2_penalty(self.head.named_parameters())
         self.optimizer.zero_grad(set_to_none=True)
+        l2 = self.cfg.train.l2 * l2_penalty(self.head.named_parameters())
+        if self.privacy.on:
+            p = self.privacy
+            grads, grad_z, logits = noisy_head_step(self.head, z, y, p.sigma, p.clip, p.gen)
+            if l2.requires_grad:
+                l2.backward()
+            for k, param in self.head.named_parameters():
+                param.grad = grads[k] if param.grad is None else param.grad + grads[k]
+            self.optimizer.step()
+            p.ledger.record(idx)
+            log.debug("step ce %.4f (kept here under label DP)", F.cross_entropy(logits, y).item())
+            return grad_z.numpy(), {}
+        z.requires_grad_(True)
+        logits = self.head(z)
+        ce = F.cross_entropy(logits, y)
+        loss = ce + l2
         loss.backward()
         self.optimizer.step()
         correct = int((logits.argmax(1) == y).sum())
-        self.node.send(HeadGrad(z.grad.numpy(), ce.item(), correct, loss.item()), round=msg.round, step=msg.step)
+        return z.grad.numpy(), {"ce": ce.item(), "correct": correct, "total": loss.item()}
+
+    def predict(self, msg: Incoming, f: Fused, z: torch.Tensor) -> None:
+        """Predictions stay here; the aggregator learns only how many were made."""
+        if f.rows is None or f.cols is None:
+            raise ValueError("evaluation FUSED without the pixels it is for")
+        self.head.eval()
+        with torch.no_grad():
+            pred = self.head(z).argmax(1).numpy()
+        self.held.keep(msg.round, f.rows, f.cols, pred)
+        self.node.send(Predicted(int(pred.shape[0])), round=msg.round, step=msg.step)
 
     def on_commit(self, msg: Incoming) -> None:
         self.store.commit({"round": msg.round, "head": self.head.state_dict(), "optimizer": self.optimizer.state_dict()})
         self.committed.mark(msg.round)
         self.node.send(Committed(), round=msg.round)
+        log.info("round %d committed; %s", msg.round, self.privacy.log_line())
 
     def on_score(self, msg: Incoming) -> None:
-        pred = np.asarray(msg.payload.pred)
-        self.node.send(Metrics(classification_metrics(self.test[2], pred, len(self.class_names))), round=msg.round)
+        """Scores the predictions kept for this evaluation, never predictions sent to it."""
+        if np.asarray(msg.payload.pred).size:
+            raise ValueError("SCORE with predictions refused: the HE label holder scores only what it predicted itself")
+        metrics = self.held.metrics(msg.round)
+        privacy = self.privacy.summary()
+        self.held.write_report(self.cfg.federation.job, metrics, privacy)
+        log.info("evaluation %d: OA %.4f; %s", msg.round, metrics["oa"], self.privacy.log_line())
+        self.node.send(Metrics({**metrics, LABEL_DP: privacy}), round=msg.round)
 
 
 def main(args: argparse.Namespace) -> int:

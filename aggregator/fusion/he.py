@@ -3,8 +3,11 @@ labels and the (additive) head.
 
 Per step: FORWARD of the whole batch to every involved station with ``own_<m>`` masks where a
 station does not answer for all of it (it encrypts zeros there), the homomorphic sum of their
-FEATURES as FUSED to the label holder, its HEAD_GRAD as every station's BACKWARD (the gradient
-of a sum is each addend's). Nothing here can decrypt anything.
+FEATURES as FUSED to the label holder, and its HEAD_GRAD's relay boxes, one per station, as each
+station's BACKWARD (the gradient of a sum is each addend's; each box is sealed by the holder to
+its station). In evaluation the holder keeps the predictions and scores them itself; this side
+learns how many were made and the metrics the holder publishes. Nothing here can decrypt
+anything, and nothing label-dependent arrives here per sample.
 """
 
 from __future__ import annotations
@@ -19,10 +22,10 @@ from feddiff.data.sources import PixelSet
 from feddiff.model.optim import batches
 from feddiff.protocol import jobs
 from feddiff.protocol.exchange import pipelined
-from feddiff.protocol.label_messages import Encrypted, Fused, HeadGrad, Predictions
-from feddiff.protocol.messages import Backward, Forward, Hello
+from feddiff.protocol.label_messages import LABEL_DP, Encrypted, Fused, Metrics, Predicted, Score, SealedBackward, SealedHeadGrad
+from feddiff.protocol.messages import Forward, Hello
 
-from aggregator.fusion.base import Step, remote_score
+from aggregator.fusion.base import Step
 from aggregator.fusion.plain import Pending, ownership
 from aggregator.labels import Labels
 from aggregator.link import Link, check_shape
@@ -43,11 +46,18 @@ def own_masks(clients: dict, pending: Pending, n: int) -> dict[str, dict[str, np
     return out
 
 
-def check_predictions(sender: str, pred: np.ndarray, n: int) -> None:
-    """ValueError unless ``pred`` is one non-negative class index per requested sample."""
-    check_shape(sender, "predictions", pred.shape, (n,))
-    if n and int(pred.min()) < 0:
-        raise ValueError(f"predictions from {sender}: negative class index {int(pred.min())}")
+NOT_HERE = -1  # a prediction the label holder kept: this side never learns it
+
+
+def check_boxes(sender: str, reply: SealedHeadGrad, stations: set[str]) -> None:
+    """ValueError unless the reply holds exactly one relay box per station of the step."""
+    if set(reply.boxes) != stations:
+        raise ValueError(f"head gradient from {sender}: boxes for {sorted(reply.boxes)}, expected {sorted(stations)}")
+
+
+def check_predicted(sender: str, reply: Predicted, n: int) -> None:
+    if reply.n != n:
+        raise ValueError(f"predictions from {sender}: {reply.n} made, {n} requested")
 
 
 def contributors(pending: Pending, n: int) -> np.ndarray:
@@ -126,25 +136,34 @@ class HeThirdParty:
         stream = self.stream(rnd, [(train.rows[idx], train.cols[idx], dih) for idx, dih in plan], True)
         for step, ((idx, _), (fused, pending)) in enumerate(zip(plan, stream)):
             self.link.status.update(phase="training", round=rnd, step=step, steps=len(plan))
-            self.link.send(holder, Fused(fused.cts, fused.shape, True, idx), round=rnd, step=step)
-            reply: HeadGrad = self.link.collect(HeadGrad, {holder}, rnd, step, check=lambda who, r: check_shape(who, "grad_z", r.grad.shape, fused.shape))[holder]
+            stations = set(pending.masks)
+            self.link.send(holder, Fused(fused.cts, fused.shape, True, idx, sorted(stations)), round=rnd, step=step)
+            reply = self.link.collect(SealedHeadGrad, {holder}, rnd, step, check=lambda who, r: check_boxes(who, r, stations))[holder]
             for c in pending.masks:
-                self.link.send(c, Backward({"z": reply.grad}), round=rnd, step=step)
-            yield idx, {"total": reply.total, "ce": reply.ce}, reply.correct
+                self.link.send(c, SealedBackward(reply.boxes[c]), round=rnd, step=step)
+            parts = {k: v for k, v in (("total", reply.total), ("ce", reply.ce)) if v is not None}
+            yield idx, parts, reply.correct or 0
 
     def predict(self, rows: np.ndarray, cols: np.ndarray, tag: int) -> np.ndarray:
+        """Has the label holder classify the pixels and keep the classes: returns ``NOT_HERE``
+        for each (the holder scores the test pixels and draws the map itself)."""
         holder = self.link.holder
-        out = np.empty(rows.shape[0], dtype=np.int64)
         parts = list(batches(rows.shape[0], self.cfg.train.eval_batch, None))
         stream = self.stream(tag, [(rows[idx], cols[idx], None) for idx in parts], False)
         for i, (idx, (fused, _)) in enumerate(zip(parts, stream)):
             self.link.status.update(phase="evaluating", step=i)
-            self.link.send(holder, Fused(fused.cts, fused.shape, False), round=tag, step=i)
-            out[idx] = self.link.collect(Predictions, {holder}, tag, i, check=lambda who, r: check_predictions(who, r.pred, idx.size))[holder].pred
-        return out
+            self.link.send(holder, Fused(fused.cts, fused.shape, False, rows=rows[idx], cols=cols[idx]), round=tag, step=i)
+            self.link.collect(Predicted, {holder}, tag, i, check=lambda who, r: check_predicted(who, r, idx.size))
+        return np.full(rows.shape[0], NOT_HERE, dtype=np.int64)
 
     def score(self, pred: np.ndarray, labels: Labels, tag: int) -> dict:
-        return remote_score(self.link, pred, tag)
+        """The metrics the label holder publishes for the predictions it kept (it is sent none)."""
+        holder = self.link.holder
+        self.link.send(holder, Score(np.zeros(0, np.int64)), round=tag)
+        metrics = self.link.collect(Metrics, {holder}, tag)[holder].metrics
+        if LABEL_DP in metrics:
+            self.link.status.update(label_dp=metrics[LABEL_DP])
+        return metrics
 
     def state(self) -> tuple[dict, dict]:
         return {}, {}

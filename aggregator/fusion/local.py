@@ -1,5 +1,6 @@
 """The FR-stream fusion head at the aggregator: labels here (``LocalLabels``) or at a station
-(``StationLabels``, which asks the station for the cross-entropy gradient only).
+(``StationLabels``, which asks the station for the cross-entropy gradient only: softmax minus
+one-hot, which shows each label unless the station's label DP noises it).
 
 Per step: codes in (``PlainFeatures``), head and loss here, code gradients out. Both give the
 gradient of the same loss, so they train the same model.
@@ -7,6 +8,7 @@ gradient of the same loss, so they train the same model.
 
 from __future__ import annotations
 
+import logging
 from typing import Iterator, Optional
 
 import numpy as np
@@ -18,7 +20,7 @@ from feddiff.metrics import classification_metrics
 from feddiff.model.losses import feddiff_loss, l2_penalty
 from feddiff.model.net import build_head
 from feddiff.model.optim import batches, cosine_lr, load_optimizer_state, make_optimizer, set_lr
-from feddiff.protocol.label_messages import CeGrad, Logits
+from feddiff.protocol.label_messages import LABEL_DP, CeGrad, Logits
 from feddiff.protocol.messages import Hello
 from feddiff.state.snapshot import Committed
 
@@ -26,6 +28,8 @@ from aggregator.fusion.base import Step, remote_score
 from aggregator.fusion.plain import PlainFeatures
 from aggregator.labels import Labels
 from aggregator.link import Link, RoundFailed
+
+log = logging.getLogger("feddiff.aggregator")
 
 
 class LocalLabels:
@@ -45,6 +49,8 @@ class LocalLabels:
             self.head.load_state_dict(stored[0])
             load_optimizer_state(self.optimizer, stored[1], f"aggregator {cfg.federation.job}")
         self.committed = Committed(self.head, self.optimizer, keep=1)
+        if self.link.holder is None and cfg.train.label_dp_sigma > 0:
+            log.warning("train.label_dp_sigma is ignored: the aggregator holds the labels, so no label holder returns gradients to noise")
 
     def on_holder_hello(self, hello: Hello) -> None:
         pass
@@ -115,4 +121,7 @@ class StationLabels(LocalLabels):
         return {"ce": reply.ce, "mse": mse.item(), "total": reply.ce + rest.item()}, reply.correct
 
     def score(self, pred: np.ndarray, labels: Labels, tag: int) -> dict:
-        return remote_score(self.link, pred, tag)
+        metrics = remote_score(self.link, pred, tag)
+        if LABEL_DP in metrics:
+            self.link.status.update(label_dp=metrics[LABEL_DP])
+        return metrics
