@@ -3,10 +3,10 @@
 Why not the U-Net there: on a 1 x 1 patch every 3 x 3 convolution sees one pixel through its
 centre tap, the frequency block transforms a length-1 axis and attention attends to one token;
 what is left is an MLP with eight times the weights it can use. This is that MLP, built to be a
-drop-in for ``DenoisingUNet``: the same ``stem`` / ``encode_stem`` / ``encode`` / ``forward``
-interface, the same sinusoidal timestep embedding, and its feature tap is again the middle block,
-so ``DiffusionFeatures``, stage-1 pretraining, the federated station and the ONNX export take it
-unchanged.
+drop-in for ``DenoisingUNet``: the same ``unet.Denoiser`` interface (``stem`` / ``encode_stem`` /
+``encode`` / ``forward``), the same sinusoidal timestep embedding, and its feature tap is again
+the middle block, so ``DiffusionFeatures``, stage-1 pretraining, the federated station and the
+ONNX export take it unchanged.
 
 Every layer is a 1 x 1 convolution, so it runs on (B, C, P, P) for any P: each pixel of a patch is
 denoised from its own spectrum alone (which is what "spectral" means here). The U shape is kept
@@ -19,7 +19,7 @@ from __future__ import annotations
 import torch
 import torch.nn as nn
 
-from feddiff.model.unet import ResBlock, _groups, timestep_embedding
+from feddiff.model.unet import Denoiser, ResBlock, _groups, timestep_embedding
 
 
 class PixelGroupNorm(nn.GroupNorm):
@@ -49,7 +49,7 @@ def PixelResBlock(cin: int, cout: int, tdim: int, groups: int) -> ResBlock:
     return ResBlock(cin, cout, tdim, groups, kernel=1, norm=lambda c: PixelGroupNorm(_pixel_groups(c, groups), c))
 
 
-class SpectralDenoiser(nn.Module):
+class SpectralDenoiser(Denoiser):
     """Predicts the noise in a noisy pixel spectrum. ``encode`` stops at the middle block.
 
     Widths follow the U-Net's spec: ``base_channels * mult`` per level, ``num_res_blocks`` blocks
@@ -105,16 +105,7 @@ class SpectralDenoiser(nn.Module):
             hs.append(h)
         return self.mid2(self.mid1(h, temb), temb), temb, hs
 
-    def encode(self, x: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
-        """Middle-block output (B, mid_channels, P, P): the diffusion feature."""
-        return self._encode(self.stem(x), t)[0]
-
-    def encode_stem(self, stem: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
-        """``encode`` from a precomputed ``stem(x)``."""
-        return self._encode(stem, t)[0]
-
-    def forward(self, x: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
-        h, temb, hs = self._encode(self.stem(x), t)
+    def _decode(self, h: torch.Tensor, temb: torch.Tensor, hs: list[torch.Tensor]) -> torch.Tensor:
         for block in self.up:
             h = block(torch.cat([h, hs.pop()], dim=1), temb)
         return self.out(h)

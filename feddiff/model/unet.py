@@ -137,7 +137,37 @@ class SelfAttention(nn.Module):
         return x + self.proj(out)
 
 
-class DenoisingUNet(nn.Module):
+class Denoiser(nn.Module):
+    """What every consumer of a denoiser calls (``DiffusionFeatures``, stage-1 pretraining, the
+    ONNX export): ``stem``, ``encode``, ``encode_stem`` and ``forward``, written once here so the
+    U-Net and the spectral denoiser cannot drift apart. A subclass builds its own layers (this
+    class creates no parameters, so names and seeded values are the subclass's alone) and gives
+    ``stem``, ``_encode`` (stem output to the middle block, plus the time embedding and the
+    skips) and ``_decode`` (middle block back to the predicted noise)."""
+
+    def stem(self, x: torch.Tensor) -> torch.Tensor:
+        raise NotImplementedError
+
+    def _encode(self, h: torch.Tensor, t: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, list[torch.Tensor]]:
+        raise NotImplementedError
+
+    def _decode(self, h: torch.Tensor, temb: torch.Tensor, hs: list[torch.Tensor]) -> torch.Tensor:
+        raise NotImplementedError
+
+    def encode(self, x: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
+        """Middle-block output (B, mid_channels, mid_size, mid_size): the diffusion feature.
+        ``t`` is one timestep per sample, or shape (1,) for one timestep shared by the batch."""
+        return self._encode(self.stem(x), t)[0]
+
+    def encode_stem(self, stem: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
+        """``encode`` from a precomputed ``stem(x)``."""
+        return self._encode(stem, t)[0]
+
+    def forward(self, x: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
+        return self._decode(*self._encode(self.stem(x), t))
+
+
+class DenoisingUNet(Denoiser):
     """Predicts the noise in a noisy patch. ``encode`` stops at the middle block."""
 
     def __init__(
@@ -215,17 +245,8 @@ class DenoisingUNet(nn.Module):
         h = self.mid2(self.mid_attn(self.mid1(h, temb)), temb)
         return h, temb, hs
 
-    def encode(self, x: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
-        """Middle-block output (B, mid_channels, mid_size, mid_size): the diffusion feature.
-        ``t`` is one timestep per sample, or shape (1,) for one timestep shared by the batch."""
-        return self._encode(self.stem(x), t)[0]
-
-    def encode_stem(self, stem: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
-        """``encode`` from a precomputed ``stem(x)``."""
-        return self._encode(stem, t)[0]
-
-    def forward(self, x: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
-        h, temb, hs = self._encode(self.stem(x), t)
+    def _decode(self, h: torch.Tensor, temb: torch.Tensor, hs: list[torch.Tensor]) -> torch.Tensor:
+        """Up path from the middle block; the output is cropped back to the unpadded patch."""
         for block in self.up:
             if isinstance(block[0], ResBlock):
                 h = block[0](torch.cat([h, hs.pop()], dim=1), temb)

@@ -8,46 +8,34 @@ raw bytes, while the victim runs the production filter chain or transport.
 
 from __future__ import annotations
 
-import shutil
 from pathlib import Path
 
 import pytest
 
-from crypto.directory import load_directory
-
-from crypto.keys import load_party
-from crypto.provision import init_job, issue
 from feddiff_app.broker import mosquitto_binary
-
-JOB = "j1"
-PARTIES = [("aggregator", "agg"), ("edge", "hsi"), ("edge", "lidar"), ("labels", "lab")]
+from tests.provisioned import JOB, PARTIES, directory, job_dir, job_template, keys  # noqa: F401 (fixtures)
 
 
 @pytest.fixture(scope="session")
-def attack_job_template(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    out = tmp_path_factory.mktemp("attack-job") / JOB
-    init_job(JOB, out)
-    for role, name in PARTIES:
-        issue(out, role, name)
-    return out
+def attack_job_template(job_template: Path) -> Path:
+    """The provisioned job itself (read only)."""
+    return job_template
 
 
 @pytest.fixture
-def job(attack_job_template: Path, tmp_path: Path) -> Path:
+def job(job_dir: Path) -> Path:
     """A private copy of the provisioned job (tests may tamper with it)."""
-    dst = tmp_path / JOB
-    shutil.copytree(attack_job_template, dst)
-    return dst
+    return job_dir
 
 
 @pytest.fixture(scope="session")
-def party_keys(attack_job_template: Path) -> dict:
-    return {name: load_party(attack_job_template, name) for _, name in PARTIES}
+def party_keys(keys: dict) -> dict:
+    return keys
 
 
 @pytest.fixture(scope="session")
-def job_directory(attack_job_template: Path):
-    return load_directory(attack_job_template)
+def job_directory(directory):
+    return directory
 
 
 @pytest.fixture

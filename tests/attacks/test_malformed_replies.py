@@ -86,23 +86,14 @@ def test_a_nan_gradient_fails_the_round_naming_its_sender(tmp_path, mosquitto, w
     assert err.value.reason == "bad_reply" and err.value.clients == ["hsi"]
 
 
-def test_a_bad_ciphertext_blob_fails_the_round_naming_its_sender(tmp_path, mosquitto, wired, job):
-    cfg = config(tmp_path, mosquitto.port, security="he", label_holder="lab", keys_dir=str(job))
-    link, st = wired(cfg)
-    _, blob = holder_context(cfg, "lab")
-    fusion = HeThirdParty(cfg, link)
-    fusion.context = verified_he_context(cfg, "agg", blob)
-    rows, cols = np.arange(4), np.arange(4)
-    good = Encrypted(he.encrypt_batch(fusion.context, np.ones((4, 8))), (4, 8))
-    send(st["hsi"], "hsi", good, rnd=1, step=0)
-    send(st["lidar"], "lidar", Encrypted([b"\x00not a ciphertext" * 4], (4, 8)), rnd=1, step=0)
-    pending = ownership(link.clients, ["hsi", "lidar"], rows, cols)
-    with pytest.raises(RoundFailed) as err:
-        fusion.receive(1, 0, (rows, cols, None), pending)
-    assert err.value.reason == "bad_reply" and err.value.clients == ["lidar"]
+BAD_ENCRYPTED = {  # what the lidar station answers while hsi sends a good reply
+    "garbage_blob": lambda context: Encrypted([b"\x00not a ciphertext" * 4], (4, 8)),
+    "wrong_shape": lambda context: Encrypted(he.encrypt_batch(context, np.ones((400, 8))), (400, 8)),
+}
 
 
-def test_a_wrongly_shaped_encrypted_reply_fails_the_round_naming_its_sender(tmp_path, mosquitto, wired, job):
+@pytest.mark.parametrize("bad", BAD_ENCRYPTED.values(), ids=BAD_ENCRYPTED.keys())
+def test_a_malformed_encrypted_reply_fails_the_round_naming_its_sender(tmp_path, mosquitto, wired, job, bad):
     cfg = config(tmp_path, mosquitto.port, security="he", label_holder="lab", keys_dir=str(job))
     link, st = wired(cfg)
     _, blob = holder_context(cfg, "lab")
@@ -110,7 +101,7 @@ def test_a_wrongly_shaped_encrypted_reply_fails_the_round_naming_its_sender(tmp_
     fusion.context = verified_he_context(cfg, "agg", blob)
     rows, cols = np.arange(4), np.arange(4)
     send(st["hsi"], "hsi", Encrypted(he.encrypt_batch(fusion.context, np.ones((4, 8))), (4, 8)), rnd=1, step=0)
-    send(st["lidar"], "lidar", Encrypted(he.encrypt_batch(fusion.context, np.ones((400, 8))), (400, 8)), rnd=1, step=0)
+    send(st["lidar"], "lidar", bad(fusion.context), rnd=1, step=0)
     with pytest.raises(RoundFailed) as err:
         fusion.receive(1, 0, (rows, cols, None), ownership(link.clients, ["hsi", "lidar"], rows, cols))
     assert err.value.reason == "bad_reply" and err.value.clients == ["lidar"]

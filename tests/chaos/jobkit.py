@@ -4,11 +4,14 @@ process, one `feddiff edge` process per station, all talking over loopback MQTT.
 Copied in spirit from tests/federation (not imported from there, so the chaos suite stands on
 its own). Everything a fault test needs to look at is on disk: status.json (rewritten every
 second), report.json (with the round ledger), and the aggregator's JSON-lines log.
+``AggregatorFiles`` reads them and ``assert_ledger_exact`` / ``assert_same_model_as`` state
+what a job that survived a fault must show; the netns suite's bridged job shares all three.
 """
 
 from __future__ import annotations
 
 import json
+import math
 import os
 import signal
 import subprocess
@@ -17,6 +20,7 @@ import time
 from pathlib import Path
 from typing import Callable, Optional
 
+import pytest
 import yaml
 
 # The smallest job that still learns: a 40 x 48 synthetic scene, an 8-channel U-Net, 20
@@ -47,7 +51,37 @@ def cli(*args: str, cwd: Optional[Path] = None, timeout: float = 120) -> subproc
     return subprocess.run([PY, "-m", "feddiff_app.cli", *args], capture_output=True, text=True, timeout=timeout, cwd=cwd)
 
 
-class Job:
+class AggregatorFiles:
+    """What the aggregator leaves under ``agg_dir`` (its state folder), read as a test sees it."""
+
+    agg_dir: Path
+
+    def status(self) -> dict:
+        try:
+            return json.loads((self.agg_dir / "status.json").read_text())
+        except (OSError, ValueError):
+            return {}
+
+    def report(self) -> dict:
+        return json.loads((self.agg_dir / "report.json").read_text())
+
+    def agg_log(self) -> list[dict]:
+        path = self.agg_dir / "aggregator.log.jsonl"
+        if not path.exists():
+            return []
+        out = []
+        for line in path.read_text().splitlines():
+            try:
+                out.append(json.loads(line))
+            except ValueError:
+                pass  # a line cut by SIGKILL
+        return out
+
+    def events(self, name: str) -> list[dict]:
+        return [e for e in self.agg_log() if e.get("event") == name]
+
+
+class Job(AggregatorFiles):
     """One job directory: job.yaml, state/<role>/..., and a log file per spawned process."""
 
     def __init__(self, root: Path, port: int, job: Optional[dict] = None, **federation) -> None:
@@ -131,27 +165,6 @@ class Job:
     def agg_dir(self) -> Path:
         return self.root / "state" / "aggregator"
 
-    def status(self) -> dict:
-        try:
-            return json.loads((self.agg_dir / "status.json").read_text())
-        except (OSError, ValueError):
-            return {}
-
-    def report(self) -> dict:
-        return json.loads((self.agg_dir / "report.json").read_text())
-
-    def agg_log(self) -> list[dict]:
-        path = self.agg_dir / "aggregator.log.jsonl"
-        if not path.exists():
-            return []
-        out = []
-        for line in path.read_text().splitlines():
-            try:
-                out.append(json.loads(line))
-            except ValueError:
-                pass  # a line cut by SIGKILL
-        return out
-
     def wait_for(self, what: str, pred: Callable[[], object], timeout: float = 180, poll: float = 0.1):
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
@@ -177,25 +190,33 @@ class Job:
 
         return self.wait_for(f"round {rnd} step {min_step}", mid, timeout, poll=0.05)
 
-    def events(self, name: str) -> list[dict]:
-        return [e for e in self.agg_log() if e.get("event") == name]
 
-
-def assert_ledger_exact(report: dict, job: "Job") -> None:
+def assert_ledger_exact(report: dict, epochs: int, config: Path) -> None:
     """Every round committed exactly once, in order, with every step of its plan applied."""
     ledger = report["ledger"]
-    assert [row["round"] for row in ledger] == list(range(job.epochs)), ledger
-    steps = plan_length(job)
-    assert [row["steps_applied"] for row in ledger] == [steps] * job.epochs, (ledger, steps)
+    assert [row["round"] for row in ledger] == list(range(epochs)), ledger
+    steps = plan_length(config)
+    assert [row["steps_applied"] for row in ledger] == [steps] * epochs, (ledger, steps)
 
 
-def plan_length(job: "Job") -> int:
+def assert_same_model_as(reference: dict, report: dict) -> None:
+    """Same training trajectory as the uninterrupted run: per-round loss and accuracy, and OA."""
+    got = [(h["round"], h["total"], h["train_acc"]) for h in report["history"]]
+    want = [(h["round"], h["total"], h["train_acc"]) for h in reference["history"]]
+    assert [g[0] for g in got] == [w[0] for w in want]
+    for (r, loss, acc), (_, loss_ref, acc_ref) in zip(got, want):
+        assert math.isclose(loss, loss_ref, rel_tol=1e-5), f"round {r}: loss {loss} != {loss_ref} of the uninterrupted run"
+        assert acc == pytest.approx(acc_ref, abs=1e-9), f"round {r}: train acc {acc} != {acc_ref}"
+    assert abs(report["oa"] - reference["oa"]) <= 0.005, (report["oa"], reference["oa"])
+
+
+def plan_length(config: Path) -> int:
     """Steps in one round, computed independently of the aggregator: the training pixels of
     the scene in batches of train.batch_size (the last one short)."""
     from feddiff.config import load_config
     from feddiff.data.loader import load_labels
 
-    cfg = load_config(job.config)
+    cfg = load_config(config)
     train, _, _ = load_labels(cfg)
     n = int((train > 0).sum())
     return -(-n // cfg.train.batch_size)

@@ -31,6 +31,15 @@ class Tiny:
     checkpoint: Path
 
 
+def with_overrides(doc: dict, overrides: dict) -> dict:
+    """A copy of ``doc`` with ``overrides`` merged in, section by section (nested dicts merge,
+    anything else replaces)."""
+    out = yaml.safe_load(yaml.safe_dump(doc))
+    for k, v in overrides.items():
+        out[k] = with_overrides(out[k], v) if isinstance(v, dict) and isinstance(out.get(k), dict) else v
+    return out
+
+
 def write_config(path: Path, overrides: dict | None = None) -> Path:
     doc = yaml.safe_load(yaml.safe_dump(TINY))
     for k, v in (overrides or {}).items():
@@ -39,21 +48,25 @@ def write_config(path: Path, overrides: dict | None = None) -> Path:
     return path
 
 
-@pytest.fixture(scope="module")
-def tiny(tmp_path_factory) -> Tiny:
+def train_tiny(config: Path, modalities: list[str] | None = None) -> Tiny:
+    """Trains ``config`` centrally (on every modality of its scene unless ``modalities`` names
+    some) and saves the checkpoint beside it."""
     from feddiff.config import load_config
     from feddiff.data.loader import load_scene
     from feddiff.model.checkpoint import save_checkpoint
     from feddiff.model.centralised import train_centralised
 
-    folder = tmp_path_factory.mktemp("tiny")
-    config = write_config(folder / "scene.yaml")
     cfg = load_config(config)
     scene = load_scene(cfg)
-    res = train_centralised(cfg, scene, ["hsi", "lidar"], progress=False)
-    ck = folder / "model.pt"
+    res = train_centralised(cfg, scene, modalities or list(scene.modalities), progress=False)
+    ck = config.parent / "model.pt"
     save_checkpoint(ck, res.net, cfg, {m: s.stats for m, s in res.sources.items()}, scene.class_names, res.metrics)
-    return Tiny(folder, config, ck)
+    return Tiny(config.parent, config, ck)
+
+
+@pytest.fixture(scope="module")
+def tiny(tmp_path_factory) -> Tiny:
+    return train_tiny(write_config(tmp_path_factory.mktemp("tiny") / "scene.yaml"), ["hsi", "lidar"])
 
 
 @pytest.fixture(scope="module")

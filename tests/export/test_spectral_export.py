@@ -11,49 +11,35 @@ import yaml
 from export.onnx_export import PARITY_TOL, export_checkpoint, ort_split_logits, ort_whole_logits, torch_logits
 from feddiff.model.checkpoint import load_checkpoint
 from feddiff.model.spectral import SpectralDenoiser
+from tests.export.conftest import TINY, Tiny, train_tiny, with_overrides
 
-PIXELS = {
-    "name": "pixels",
-    "scene": {"synthetic": {"seed": 2, "rows": 32, "cols": 40, "bands": 20, "train_per_class": 10, "sar": True}},
-    "model": {
-        "patch_size": 1,
-        "unet": {"base_channels": 16, "channel_mult": [1, 2], "num_res_blocks": 1},
-        "feature_timesteps": [5, 50, 150],
-        "head_channels": 16,
-        "comm": {"rank": 8, "bits": 8},
-    },
+PIXELS = {  # TINY's scene and model, per pixel and with a third modality
+    **with_overrides(TINY, {
+        "name": "pixels",
+        "scene": {"synthetic": {"seed": 2, "bands": 20, "sar": True}},
+        "model": {"patch_size": 1, "unet": {"base_channels": 16}},
+    }),
+    # its own training: longer pretraining, the default validation split and self-training
     "train": {"seed": 0, "threads": 1, "pretrain_steps": 30, "pretrain_batch": 32, "epochs": 2, "batch_size": 16},
 }
 
 
 @pytest.fixture(scope="module")
-def trained(tmp_path_factory):
-    from feddiff.config import load_config
-    from feddiff.data.loader import load_scene
-    from feddiff.model.checkpoint import save_checkpoint
-    from feddiff.model.centralised import train_centralised
-
-    folder = tmp_path_factory.mktemp("pixels")
-    config = folder / "pixels.yaml"
+def trained(tmp_path_factory) -> Tiny:
+    config = tmp_path_factory.mktemp("pixels") / "pixels.yaml"
     config.write_text(yaml.safe_dump(PIXELS))
-    cfg = load_config(config)
-    scene = load_scene(cfg)
-    res = train_centralised(cfg, scene, list(scene.modalities), progress=False)
-    ck = folder / "model.pt"
-    save_checkpoint(ck, res.net, cfg, {m: s.stats for m, s in res.sources.items()}, scene.class_names, res.metrics)
-    return folder, config, ck
+    return train_tiny(config)
 
 
 def test_checkpoint_rebuilds_the_spectral_three_modality_model(trained):
-    _, _, ck = trained
-    net, _ = load_checkpoint(ck)
+    net, _ = load_checkpoint(trained.checkpoint)
     assert net.modalities == ["hsi", "lidar", "sar"]
     assert all(isinstance(b.unet, SpectralDenoiser) for b in net.branches.values())
     assert len(net.head.pairs) == 2  # (hsi, sar) and (lidar, sar) beside the cross stream
 
 
 def test_whole_graph_parity(trained):
-    folder, config, ck = trained
+    folder, config, ck = trained.folder, trained.config, trained.checkpoint
     res = export_checkpoint(ck, folder / "whole.onnx", config=str(config), parity_n=128)
     assert res.parity.max_abs_diff <= PARITY_TOL and res.parity.argmax_agree == 1.0
     net, _ = load_checkpoint(ck)
@@ -63,7 +49,7 @@ def test_whole_graph_parity(trained):
 
 
 def test_split_graphs_parity(trained):
-    folder, config, ck = trained
+    folder, config, ck = trained.folder, trained.config, trained.checkpoint
     res = export_checkpoint(ck, folder / "split", split=True, config=str(config), parity_n=128)
     assert set(res.paths) == {"hsi", "lidar", "sar", "fusion"}
     assert res.parity.max_abs_diff <= PARITY_TOL and res.parity.argmax_agree == 1.0

@@ -4,7 +4,8 @@ namespace, the station process pointed at 127.0.0.1 like any other.
 
 The job is the chaos suite's smallest one that still learns, so that a reference run and a run
 with a cut fit in a few minutes on two cores. Everything to look at is on disk: the
-aggregator's status.json, report.json (with the round ledger) and its JSON-lines log.
+aggregator's status.json, report.json (with the round ledger) and its JSON-lines log, read by
+the chaos suite's ``jobkit.AggregatorFiles``.
 """
 
 from __future__ import annotations
@@ -21,6 +22,7 @@ import yaml
 from crypto.bridge_conf import write_bridge_config
 from crypto.provision import init_job, issue
 from feddiff_app.broker import mosquitto_binary
+from tests.chaos.jobkit import AggregatorFiles
 from tests.netns.topology import CENTRAL_IP, Topology
 
 CENTRAL_PORT = 8883
@@ -52,7 +54,7 @@ def _conf_as(conf: Path) -> Path:
     return copy
 
 
-class BridgedJob:
+class BridgedJob(AggregatorFiles):
     """Keys, configs, brokers and parties of one job in ``topo``."""
 
     def __init__(self, topo: Topology, root: Path, name: str) -> None:
@@ -103,27 +105,6 @@ class BridgedJob:
     def agg_dir(self) -> Path:
         return self.state / "aggregator"
 
-    def status(self) -> dict:
-        try:
-            return json.loads((self.agg_dir / "status.json").read_text())
-        except (OSError, ValueError):
-            return {}
-
-    def report(self) -> dict:
-        return json.loads((self.agg_dir / "report.json").read_text())
-
-    def events(self, name: str) -> list[dict]:
-        path = self.agg_dir / "aggregator.log.jsonl"
-        out = []
-        for line in path.read_text().splitlines() if path.exists() else []:
-            try:
-                doc = json.loads(line)
-            except ValueError:
-                continue
-            if doc.get("event") == name:
-                out.append(doc)
-        return out
-
     def wait_for(self, what: str, pred: Callable[[], object], timeout: float = 300):
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
@@ -149,17 +130,6 @@ class BridgedJob:
             return s if ok else None
 
         return self.wait_for(f"a round >= {first_round} at step {min_step}", mid)
-
-
-def plan_length(config: Path) -> int:
-    """Steps in one round, computed independently of the aggregator: the training pixels in
-    batches of train.batch_size (the last one short)."""
-    from feddiff.config import load_config
-    from feddiff.data.loader import load_labels
-
-    cfg = load_config(config)
-    train, _, _ = load_labels(cfg)
-    return -(-int((train > 0).sum()) // cfg.train.batch_size)
 
 
 def run_job(root: Path, name: str, cut: Callable[[BridgedJob], None] | None = None) -> BridgedJob:

@@ -15,13 +15,13 @@ Run (root, or CAP_NET_ADMIN, and mosquitto needed; about 3-5 minutes on 2 cores)
 
 from __future__ import annotations
 
-import math
 import time
 
 import pytest
 
 from feddiff_app.broker import mosquitto_binary
-from tests.netns.bridged_job import JOB, BridgedJob, plan_length, run_job
+from tests.chaos.jobkit import assert_ledger_exact, assert_same_model_as
+from tests.netns.bridged_job import JOB, BridgedJob, run_job
 from tests.netns.topology import netns_refusal
 
 pytestmark = [pytest.mark.netns, pytest.mark.slow]
@@ -42,22 +42,8 @@ def can_run():
 
 def assert_exact_ledger(job: BridgedJob) -> dict:
     report = job.report()
-    epochs = JOB["train"]["epochs"]
-    ledger = report["ledger"]
-    assert [row["round"] for row in ledger] == list(range(epochs)), ledger
-    steps = plan_length(job.root / "job-aggregator.yaml")
-    assert [row["steps_applied"] for row in ledger] == [steps] * epochs, (ledger, steps)
+    assert_ledger_exact(report, JOB["train"]["epochs"], job.root / "job-aggregator.yaml")
     return report
-
-
-def assert_same_model(reference: dict, report: dict) -> None:
-    got = [(h["round"], h["total"], h["train_acc"]) for h in report["history"]]
-    want = [(h["round"], h["total"], h["train_acc"]) for h in reference["history"]]
-    assert [g[0] for g in got] == [w[0] for w in want]
-    for (r, loss, acc), (_, loss_ref, acc_ref) in zip(got, want):
-        assert math.isclose(loss, loss_ref, rel_tol=1e-5), f"round {r}: loss {loss} != {loss_ref} of the uninterrupted run"
-        assert acc == pytest.approx(acc_ref, abs=1e-9), f"round {r}: train acc {acc} != {acc_ref}"
-    assert abs(report["oa"] - reference["oa"]) <= 0.005, (report["oa"], reference["oa"])
 
 
 def test_link_cut_of_20s_through_edge_brokers_loses_no_round(can_run, tmp_path):
@@ -82,6 +68,6 @@ def test_link_cut_of_20s_through_edge_brokers_loses_no_round(can_run, tmp_path):
     assert seen["round_at_restore"] == seen["round"], seen
     # ... and the queues hid it: no round timed out and reran
     assert job.events("round_failed") == [], "a round was retried: the edge broker did not hide the cut"
-    assert_same_model(ref_report, report)
+    assert_same_model_as(ref_report, report)
     print(f"\n[netns figures] cut {CUT_S:g}s of {CUT_STATION} at round {seen['round']} step {seen['step']}; round committed "
           f"{seen['round_committed_after_restore_s']}s after the link returned; OA {report['oa']:.4f} (reference {ref_report['oa']:.4f})")
