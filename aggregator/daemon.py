@@ -42,8 +42,8 @@ class MonitoredBoard(StatusBoard):
     """The status board that also tells the monitor the job's phase (``paused`` included) and the
     channel's rejections by reason (bad signature, replay, malformed ...)."""
 
-    def __init__(self, path: Path, job: str, clients: list[str], monitor: JobMonitor | None) -> None:
-        super().__init__(path, job, clients)
+    def __init__(self, path: Path, job: str, clients: list[str], monitor: JobMonitor | None, min_interval_s: float = 1.0) -> None:
+        super().__init__(path, job, clients, min_interval_s)
         self.monitor = monitor
 
     def update(self, **fields) -> None:
@@ -86,6 +86,7 @@ def report_of(cfg: Config, rounds: Rounds, link: Link, metrics: dict, seconds: d
         "bytes": {"aggregator_sent": stats.bytes_sent, "aggregator_received": stats.bytes_received},
         "rejected": dict(stats.rejected),
         "seconds": seconds,
+        **({"label_dp": metrics["label_dp"]} if "label_dp" in metrics else {}),
     }
 
 
@@ -95,8 +96,9 @@ def finish_job(cfg: Config, state_dir: Path, rounds: Rounds, link: Link, t0: flo
     metrics = rounds.evaluate()
     report = report_of(cfg, rounds, link, metrics, {"train": t_train, "evaluate": time.perf_counter() - t0 - t_train})
     if cfg.federation.write_map and link.scene_shape:
-        class_map = rounds.classify_scene(link.scene_shape)
-        write_png_map(class_map, rounds.labels.class_names, state_dir / "classification_map.png")
+        class_map = rounds.classify_scene(link.scene_shape)  # in HE mode this drives the label holder's map
+        if cfg.federation.security != "he":  # there the aggregator holds no class of any pixel
+            write_png_map(class_map, rounds.labels.class_names, state_dir / "classification_map.png")
         report["seconds"]["map"] = time.perf_counter() - t0 - sum(report["seconds"].values())
     write_json_atomic(state_dir / "report.json", report)
     rounds.state.finished = True
@@ -114,7 +116,8 @@ def run(cfg: Config, state_dir: Path, observers: Observers | None = None, monito
     state_dir.mkdir(parents=True, exist_ok=True)
     store = StateStore(state_dir)
     labels = placeholder_labels() if cfg.federation.label_holder != "aggregator" else load_labels(cfg)
-    status = MonitoredBoard(status_path(state_dir), cfg.federation.job, list(cfg.federation.clients), monitor)
+    status = MonitoredBoard(status_path(state_dir), cfg.federation.job, list(cfg.federation.clients), monitor,
+                            cfg.federation.status_interval_s)
     status.update(pid=os.getpid(), phase="connecting")
     existing, _, _ = store.load(cfg.federation.job)
     channel = open_channel(cfg, "aggregator", [topics.uplink(cfg.federation.job, "+")], seq_start=fresh_seq(existing.seq if existing else 0),

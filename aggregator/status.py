@@ -18,8 +18,9 @@ from feddiff.state.atomic import write_json_atomic
 
 
 class StatusBoard:
-    def __init__(self, path: Path, job: str, clients: list[str]) -> None:
+    def __init__(self, path: Path, job: str, clients: list[str], min_interval_s: float = 1.0) -> None:
         self.path = Path(path)
+        self.min_interval_s = float(min_interval_s)
         self.doc: dict[str, Any] = {
             "job": job,
             "phase": "starting",
@@ -39,7 +40,7 @@ class StatusBoard:
     def update(self, **fields: Any) -> None:
         self.doc.update(fields)
         now = time.monotonic()
-        if now - self._last_write > 1.0 or "phase" in fields and fields["phase"] != "training" or "last_error" in fields:
+        if now - self._last_write >= self.min_interval_s or "phase" in fields and fields["phase"] != "training" or "last_error" in fields:
             self.flush()
 
     def flush(self) -> None:

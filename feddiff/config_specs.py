@@ -203,6 +203,9 @@ class FederationSpec:
     http_port: int = field(default=0, metadata=_rng(0, 65535))
     http_host: str = "127.0.0.1"
     write_map: bool = True
+    # Least seconds between two rewrites of the aggregator's status.json while a round trains
+    # (phase changes and errors are written at once): a fsync per step would slow a fast round.
+    status_interval_s: float = field(default=1.0, metadata=_rng(0.0, 3600.0))
 
 
 @dataclass

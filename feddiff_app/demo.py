@@ -137,7 +137,8 @@ def run_demo(args: argparse.Namespace) -> int:
         broker.stop()
 
     agg_report = json.loads((out / "state" / "aggregator" / "report.json").read_text())
-    shutil.copy(out / "state" / "aggregator" / "classification_map.png", out / "classification_map.png")
+    map_owner = cfg.federation.label_holder if cfg.federation.security == "he" else "aggregator"  # HE: only the holder knows classes
+    shutil.copy(out / "state" / map_owner / "classification_map.png", out / "classification_map.png")
     report = {
         "oa": agg_report["oa"],
         "aa": agg_report["aa"],

@@ -36,6 +36,7 @@ JOB = {
         "round_timeout_s": 5,
         "max_retries": 50,
         "write_map": False,
+        "status_interval_s": 0,  # every step in status.json: the fault tests wait for a given step
     },
 }
 

@@ -9,7 +9,9 @@ import torch
 
 from feddiff.model.comm import Packed, dequantise, quantise, straight_through
 from feddiff.protocol.arrays import decode_arrays, encode_arrays
-from feddiff.protocol.label_messages import CeGrad, Encrypted, Fused, HeadGrad, Logits, Metrics, Predictions, Score
+from feddiff.protocol.label_messages import (
+    CeGrad, Encrypted, Fused, HeadGrad, Logits, Metrics, Predicted, Predictions, Score, SealedBackward, SealedHeadGrad,
+)
 from feddiff.protocol.message import EnvelopeError
 from feddiff.protocol.messages import Backward, Commit, Committed, Features, Forward, GetWeights, Hello, Job, Ready, Samples, Weights
 
@@ -52,6 +54,22 @@ def test_every_kind_survives_the_wire():
     assert roundtrip(Encrypted([b"z"], (1, 2))).shape == (1, 2)
     assert roundtrip(Score(rows)).pred.tolist() == rows.tolist() and isinstance(roundtrip(Predictions(rows)), Predictions)
     m = {"oa": 0.5, "aa": 0.5, "kappa": 0.1, "per_class": [0.5], "confusion": [[1]]}
+    assert roundtrip(Metrics(m)).metrics == m
+
+
+def test_the_sealed_he_kinds_survive_the_wire():
+    rows, cols = np.arange(5), np.arange(5) * 2
+    g = roundtrip(SealedHeadGrad({"lidar": b"\x01box", "hsi": b"\x02"}, 0.5, 3, 0.7))
+    assert g.boxes == {"hsi": b"\x02", "lidar": b"\x01box"} and (g.ce, g.correct, g.total) == (0.5, 3, 0.7)
+    withheld = roundtrip(SealedHeadGrad({"hsi": b"x"}))  # label DP: the holder withholds loss and accuracy
+    assert (withheld.ce, withheld.correct, withheld.total) == (None, None, None)
+    assert roundtrip(SealedBackward(b"opaque")).box == b"opaque"
+    fu = roundtrip(Fused([b"a"], (5, 3), True, rows, to=["hsi", "lidar"]))
+    assert fu.to == ["hsi", "lidar"] and fu.idx.tolist() == rows.tolist()
+    ev = roundtrip(Fused([b"a"], (5, 3), False, rows=rows, cols=cols))
+    assert not ev.train and ev.rows.tolist() == rows.tolist() and ev.cols.tolist() == cols.tolist()
+    assert roundtrip(Predicted(5)).n == 5
+    m = {"oa": 0.5, "aa": 0.5, "kappa": 0.1, "per_class": [0.5], "confusion": [[1]], "label_dp": {"epsilon": 4.7, "delta": 1e-5}}
     assert roundtrip(Metrics(m)).metrics == m
 
 
