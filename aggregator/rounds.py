@@ -16,7 +16,7 @@ import numpy as np
 import torch
 
 from feddiff.config import Config
-from feddiff.model.optim import epoch_plan, epoch_rng
+from feddiff.model.optim import stage2_plan
 from feddiff.protocol import jobs
 from feddiff.protocol.messages import Commit, Committed, Hello, Job, Ready, Samples
 
@@ -77,7 +77,7 @@ class Rounds:
         t = self.cfg.train
         self.fusion.begin_round(rnd)
         train = self.labels.train
-        plan = epoch_plan(len(train), t.batch_size, epoch_rng(t.seed, rnd), t.augment)
+        plan = stage2_plan(t, len(train), rnd)
         sums = {"total": 0.0, "ce": 0.0, "mse": 0.0, "l2": 0.0}
         correct = 0
         for step, (idx, parts, ok) in enumerate(self.fusion.steps(rnd, plan, train)):
@@ -85,8 +85,8 @@ class Rounds:
             for k in sums:
                 sums[k] += parts.get(k, 0.0) * idx.shape[0]
             self.link.observers.emit("step", round=rnd, step=step, loss=parts.get("total", 0.0))
-        n = len(train)
-        return {"round": rnd, "steps": len(plan), "train_acc": correct / n, **{k: v / n for k, v in sums.items()}}
+        seen = sum(idx.shape[0] for idx, _ in plan)
+        return {"round": rnd, "steps": len(plan), "train_acc": correct / seen, **{k: v / seen for k, v in sums.items()}}
 
     def commit_round(self, rnd: int, row: dict, commits: dict) -> None:
         link = self.link

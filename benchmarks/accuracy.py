@@ -31,7 +31,7 @@ from feddiff.metrics import classification_metrics  # noqa: E402
 from feddiff.model.branch import conv_path  # noqa: E402
 from feddiff.data.sources import pixel_sets, sources  # noqa: E402
 from feddiff.model.centralised import train_centralised  # noqa: E402
-from feddiff.model.optim import cosine_lr, epoch_plan, epoch_rng, set_lr  # noqa: E402
+from feddiff.model.optim import cosine_lr, set_lr, stage2_plan  # noqa: E402
 from feddiff.model.pretrain import set_seed  # noqa: E402
 
 METHODS = ["feddiff", "feddiff_no_diffusion", "hsi_only", "lidar_only", "svm", "cnn_two_branch"]
@@ -86,7 +86,7 @@ def run_cnn(cfg, scene) -> dict:
     t = time.perf_counter()
     for epoch in range(cfg.train.epochs):
         set_lr(opt, cosine_lr(cfg.train.lr, epoch, cfg.train.epochs))
-        for idx, dih in epoch_plan(len(train), cfg.train.batch_size, epoch_rng(cfg.train.seed, epoch), cfg.train.augment):
+        for idx, dih in stage2_plan(cfg.train, len(train), epoch):  # FedDiff's own step budget
             x = {m: s.patches(train.rows[idx], train.cols[idx], dih) for m, s in srcs.items()}
             loss = F.cross_entropy(net(x), y[idx])
             opt.zero_grad()

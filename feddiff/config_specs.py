@@ -135,6 +135,9 @@ class TrainSpec:
     pretrain_batch: int = field(default=128, metadata=_rng(1))
     pretrain_lr: float = field(default=2e-4, metadata=_rng(0.0, 1.0))
     epochs: int = field(default=30, metadata=_rng(1))
+    # Floor on stage-2 optimiser steps over all epochs (each epoch repeats whole passes over the
+    # labelled pixels as needed): few labels must not mean too few steps (model.optim.stage2_plan).
+    min_steps: int = field(default=300, metadata=_rng(0))
     batch_size: int = field(default=64, metadata=_rng(1))
     lr: float = field(default=1e-3, metadata=_rng(0.0, 1.0))
     comm_lr_scale: float = field(default=1.0, metadata=_rng(0.0, 1.0))  # see model.optim.make_optimizer

@@ -25,14 +25,27 @@ def batches(n: int, batch: int, rng: np.random.Generator | None) -> list[np.ndar
     return [idx[i : i + batch] for i in range(0, n, batch)]
 
 
-def epoch_plan(n: int, batch: int, rng: np.random.Generator, augment: bool) -> list[tuple[np.ndarray, np.ndarray | None]]:
-    """The epoch's batches (sample indices) and their dihedral codes. Centralised training and the
+def epoch_plan(n: int, batch: int, rng: np.random.Generator, augment: bool, min_batches: int = 0) -> list[tuple[np.ndarray, np.ndarray | None]]:
+    """The epoch's batches (sample indices) and their dihedral codes: whole shuffled passes over
+    the ``n`` samples until there are at least ``min_batches``. Centralised training and the
     federated aggregator both draw from this one function, so with one seed they see the very
     same batches and augmentations."""
-    plan = []
-    for idx in batches(n, batch, rng):
-        plan.append((idx, rng.integers(0, 8, idx.shape[0]) if augment else None))
+    plan: list[tuple[np.ndarray, np.ndarray | None]] = []
+    while not plan or len(plan) < min_batches:
+        for idx in batches(n, batch, rng):
+            plan.append((idx, rng.integers(0, 8, idx.shape[0]) if augment else None))
     return plan
+
+
+def stage2_plan(t: TrainSpec, n: int, epoch: int) -> list[tuple[np.ndarray, np.ndarray | None]]:
+    """Epoch ``epoch`` of stage 2 on ``n`` labelled samples: at least ``t.min_steps`` optimiser
+    steps over the ``t.epochs`` epochs.
+
+    Why a floor on steps: an epoch of 10 labels per class is two batches, so 30 epochs are 60
+    steps, too few for the head behind the low-rank, quantised wire to converge (OA 69 % where
+    the same model reaches 95 % with 300 steps, docs/results.md); a scene with a few hundred
+    labelled pixels already takes more steps than the floor and trains as before."""
+    return epoch_plan(n, t.batch_size, epoch_rng(t.seed, epoch), t.augment, -(-t.min_steps // max(t.epochs, 1)))
 
 
 def epoch_rng(seed: int, epoch: int) -> np.random.Generator:

@@ -19,7 +19,7 @@ from feddiff.model.featcache import FeatureCache
 from feddiff.model.ensemble import EnsembleNet, member_config, members
 from feddiff.model.losses import feddiff_loss
 from feddiff.model.net import FedDiffNet
-from feddiff.model.optim import batches, cosine_lr, epoch_plan, epoch_rng, make_optimizer, set_lr
+from feddiff.model.optim import batches, cosine_lr, make_optimizer, set_lr, stage2_plan
 
 log = logging.getLogger("feddiff.train")
 
@@ -57,7 +57,8 @@ def train_classifier(
         set_lr(opt, cosine_lr(t.lr, epoch, t.epochs))
         parts_sum: dict[str, float] = {}
         correct = 0
-        for idx, dih in epoch_plan(len(train), t.batch_size, epoch_rng(t.seed, epoch), t.augment):
+        plan = stage2_plan(t, len(train), epoch)
+        for idx, dih in plan:
             patches = {m: s.patches(train.rows[idx], train.cols[idx], dih) for m, s in srcs.items()}
             feats = cache.features(net, patches, train.rows[idx], train.cols[idx], dih) if cache is not None else None
             logits, singles = net(patches, feats)
@@ -68,7 +69,8 @@ def train_classifier(
             correct += int((logits.argmax(1) == labels[idx]).sum())
             for k, v in parts.items():
                 parts_sum[k] = parts_sum.get(k, 0.0) + v * idx.shape[0]
-        row = {"epoch": epoch + 1, "train_acc": correct / len(train), **{k: v / len(train) for k, v in parts_sum.items()}}
+        seen = sum(idx.shape[0] for idx, _ in plan)
+        row = {"epoch": epoch + 1, "train_acc": correct / seen, **{k: v / seen for k, v in parts_sum.items()}}
         if val is not None and len(val):
             row["val_oa"] = float(np.mean(predict(net, srcs, val.rows, val.cols, t.eval_batch, cache=cache) == val.labels))
         history.append(row)

@@ -37,7 +37,7 @@ def make_cfg(tmp_path, job, sigma: float, he_mode: bool):
         "name": "j1",
         "scene": {"synthetic": {"seed": 3, "rows": 32, "cols": 32, "bands": 6, "train_per_class": 40}},
         "model": {"he_dim": 16, "head_channels": 16},
-        "train": {"label_dp_sigma": sigma, "label_dp_clip": 1.0, "seed": 0},
+        "train": {"label_dp_sigma": sigma, "label_dp_clip": 1.0, "seed": 0, "min_steps": 0},
         "federation": {"job": "j1", "label_holder": "lab" if he_mode else "hsi", "security": "he" if he_mode else "none",
                        "keys_dir": str(job) if he_mode else None,
                        "clients": {"hsi": {"modalities": ["hsi"]}, "lidar": {"modalities": ["lidar"]}}},

@@ -42,7 +42,7 @@ def cfg(job, tls_broker, tmp_path):
         "name": "j1",
         "scene": {"synthetic": {"seed": 1, "rows": 16, "cols": 16, "bands": 6, "train_per_class": 5}},
         "model": {"he_dim": DIM, "head_channels": 8, "unet": {"base_channels": 8, "num_res_blocks": 1}, "feature_timesteps": [5]},
-        "train": {"threads": 1},
+        "train": {"threads": 1, "min_steps": 0},
         "federation": {"job": "j1", "security": "he", "label_holder": "lab", "keys_dir": str(job), "round_timeout_s": 20,
                        "broker": {"host": tls_broker.host, "port": tls_broker.port},
                        "clients": {"hsi": {"modalities": ["hsi"]}, "lidar": {"modalities": ["lidar"]}}},

@@ -29,7 +29,7 @@ JOB = {
     "name": "chaos",
     "scene": {"synthetic": {"seed": 3, "rows": 40, "cols": 48, "bands": 12, "train_per_class": 25}},
     "model": {"unet": {"base_channels": 8, "num_res_blocks": 1}, "head_channels": 16, "feature_timesteps": [5, 100], "comm": {"rank": 8}},
-    "train": {"pretrain_steps": 20, "pretrain_batch": 32, "epochs": 6, "batch_size": 8, "threads": 1, "seed": 0},
+    "train": {"min_steps": 0, "pretrain_steps": 20, "pretrain_batch": 32, "epochs": 6, "batch_size": 8, "threads": 1, "seed": 0},
     "federation": {
         "job": "chaos",
         "clients": {"hsi_station": {"modalities": ["hsi"]}, "lidar_station": {"modalities": ["lidar"]}},
@@ -212,12 +212,15 @@ def assert_same_model_as(reference: dict, report: dict) -> None:
 
 
 def plan_length(config: Path) -> int:
-    """Steps in one round, computed independently of the aggregator: the training pixels of
-    the scene in batches of train.batch_size (the last one short)."""
+    """Steps in one round, computed independently of the aggregator: whole passes over the
+    training pixels in batches of train.batch_size (the last one short), as many passes as
+    train.min_steps spread over train.epochs needs."""
     from feddiff.config import load_config
     from feddiff.data.loader import load_labels
 
     cfg = load_config(config)
     train, _, _ = load_labels(cfg)
     n = int((train > 0).sum())
-    return -(-n // cfg.train.batch_size)
+    per_pass = -(-n // cfg.train.batch_size)
+    wanted = -(-cfg.train.min_steps // cfg.train.epochs)
+    return per_pass * max(1, -(-wanted // per_pass))

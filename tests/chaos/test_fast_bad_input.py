@@ -70,7 +70,7 @@ def scene(tmp_path: Path, hsi=None, lidar=None, train=None, test=None, hsi_name=
         "name": "bad",
         "scene": {"modalities": {"hsi": hsi_src, "lidar": {"path": "lidar.npy"}}, "train_labels": {"path": "train.npy"}, "test_labels": {"path": "test.npy"}},
         "model": {"unet": {"base_channels": 4, "num_res_blocks": 1, "groups": 4}, "head_channels": 8, "feature_timesteps": [5], "comm": {"rank": 4}},
-        "train": {"pretrain_steps": 1, "epochs": 1, "threads": 1},
+        "train": {"min_steps": 0, "pretrain_steps": 1, "epochs": 1, "threads": 1},
     }
     cfg = tmp_path / "scene.yaml"
     cfg.write_text(yaml.safe_dump(doc))
@@ -226,7 +226,7 @@ def test_station_started_with_another_jobs_keys_exits_2_before_touching_its_stat
         "name": "k",
         "scene": {"synthetic": {"rows": 16, "cols": 16, "bands": 4, "train_per_class": 2}},
         "model": {"unet": {"base_channels": 4, "num_res_blocks": 1, "groups": 4}, "head_channels": 8, "feature_timesteps": [5], "comm": {"rank": 4}},
-        "train": {"threads": 1},
+        "train": {"threads": 1, "min_steps": 0},
         "federation": {"job": "job_a", "security": "signed", "keys_dir": str(two_jobs / "job_b"), "state_dir": str(tmp_path / "state"),
                        "broker": {"port": 1}, "clients": {"hsi_station": {"modalities": ["hsi"]}, "lidar_station": {"modalities": ["lidar"]}}},
     }))

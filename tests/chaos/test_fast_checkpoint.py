@@ -81,7 +81,7 @@ def test_train_on_a_full_disk_exits_2_with_one_line_and_keeps_the_old_model(tmp_
         "name": "tiny",
         "scene": {"synthetic": {"seed": 3, "rows": 16, "cols": 16, "bands": 4, "train_per_class": 5}},
         "model": {"unet": {"base_channels": 4, "num_res_blocks": 1, "groups": 4}, "head_channels": 8, "feature_timesteps": [5], "comm": {"rank": 4}},
-        "train": {"pretrain_steps": 1, "pretrain_batch": 8, "epochs": 1, "batch_size": 16, "threads": 1},
+        "train": {"min_steps": 0, "pretrain_steps": 1, "pretrain_batch": 8, "epochs": 1, "batch_size": 16, "threads": 1},
     }))
     out = tmp_path / "out"
     out.mkdir()

@@ -19,7 +19,7 @@ TINY = {
         "comm": {"rank": 8, "bits": 8},
     },
     # a few plain epochs: export checks need a trained graph, not per-scene model selection
-    "train": {"seed": 0, "threads": 1, "pretrain_steps": 5, "pretrain_batch": 16, "epochs": 3, "batch_size": 16,
+    "train": {"min_steps": 0, "seed": 0, "threads": 1, "pretrain_steps": 5, "pretrain_batch": 16, "epochs": 3, "batch_size": 16,
               "val_fraction": 0.0, "self_train": "off"},
 }
 

@@ -20,7 +20,7 @@ PIXELS = {  # TINY's scene and model, per pixel and with a third modality
         "model": {"patch_size": 1, "unet": {"base_channels": 16}},
     }),
     # its own training: longer pretraining, the default validation split and self-training
-    "train": {"seed": 0, "threads": 1, "pretrain_steps": 30, "pretrain_batch": 32, "epochs": 2, "batch_size": 16},
+    "train": {"min_steps": 0, "seed": 0, "threads": 1, "pretrain_steps": 30, "pretrain_batch": 32, "epochs": 2, "batch_size": 16},
 }
 
 

@@ -13,7 +13,7 @@ from feddiff_app.train_cli import run_train
 CFG = {
     "scene": {"synthetic": {"seed": 1, "rows": 40, "cols": 48, "bands": 12, "train_per_class": 20}},
     "model": {"unet": {"base_channels": 8, "num_res_blocks": 1}, "head_channels": 16, "feature_timesteps": [5, 100], "comm": {"rank": 8}},
-    "train": {"pretrain_steps": 10, "pretrain_batch": 16, "epochs": 3, "batch_size": 16, "threads": 2, "val_fraction": 0.2, "self_train": "off"},
+    "train": {"min_steps": 0, "pretrain_steps": 10, "pretrain_batch": 16, "epochs": 3, "batch_size": 16, "threads": 2, "val_fraction": 0.2, "self_train": "off"},
 }
 
 

@@ -17,7 +17,7 @@ JOB = {
     "name": "fed3",
     "scene": {"synthetic": {"seed": 3, "rows": 40, "cols": 48, "bands": 12, "train_per_class": 25, "sar": True}},
     "model": {"patch_size": 5, "unet": {"base_channels": 8, "num_res_blocks": 1}, "head_channels": 16, "feature_timesteps": [5, 100], "comm": {"rank": 8}},
-    "train": {"pretrain_steps": 20, "pretrain_batch": 32, "epochs": 12, "batch_size": 16, "threads": 1},
+    "train": {"min_steps": 0, "pretrain_steps": 20, "pretrain_batch": 32, "epochs": 12, "batch_size": 16, "threads": 1},
     "federation": {"job": "fed3", "clients": {c: {"modalities": [m]} for c, m in STATIONS.items()}, "round_timeout_s": 8, "max_retries": 50},
 }
 

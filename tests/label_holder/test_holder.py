@@ -38,7 +38,7 @@ def holder(tmp_path, keys, sigma: float):
     from label_holder.holder import LabelHolderApp
 
     doc = {"name": "j1", "scene": {"synthetic": {"seed": 1, "rows": 16, "cols": 16, "bands": 6, "train_per_class": 5}},
-           "model": {"he_dim": 8, "head_channels": 8}, "train": {"label_dp_sigma": sigma},
+           "model": {"he_dim": 8, "head_channels": 8}, "train": {"label_dp_sigma": sigma, "min_steps": 0},
            "federation": {"job": "j1", "security": "he", "label_holder": "lab", "keys_dir": str(keys),
                           "clients": {"hsi": {"modalities": ["hsi"]}, "lidar": {"modalities": ["lidar"]}}}}
     path = tmp_path / "job.yaml"

@@ -85,7 +85,7 @@ def test_members_config_is_range_checked():
 CFG = {
     "scene": {"synthetic": {"seed": 2, "rows": 40, "cols": 48, "bands": 8, "train_per_class": 20}},
     "model": {"unet": {"base_channels": 8, "num_res_blocks": 1}, "head_channels": 16, "feature_timesteps": [5, 100], "comm": {"rank": 8}, "members": 2},
-    "train": {"pretrain_steps": 10, "pretrain_batch": 32, "epochs": 4, "batch_size": 16, "threads": 2},
+    "train": {"min_steps": 0, "pretrain_steps": 10, "pretrain_batch": 32, "epochs": 4, "batch_size": 16, "threads": 2},
 }
 
 

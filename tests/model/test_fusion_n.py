@@ -80,7 +80,7 @@ def train_oa(scene, mods: list[str]) -> float:
 
     cfg = Config(
         model=ModelSpec(patch_size=5, unet=UNetSpec(base_channels=8, num_res_blocks=1), head_channels=16, feature_timesteps=[5, 100]),
-        train=TrainSpec(seed=0, threads=1, pretrain_steps=20, pretrain_batch=32, epochs=12, batch_size=16),
+        train=TrainSpec(seed=0, threads=1, min_steps=0, pretrain_steps=20, pretrain_batch=32, epochs=12, batch_size=16),
     )
     return float(train_centralised(cfg, scene, mods, progress=False).metrics["oa"])
 

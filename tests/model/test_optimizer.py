@@ -61,3 +61,28 @@ def test_state_from_before_the_comm_group_resumes_with_fresh_moments(caplog):
     assert not opt.state and {g["lr"] for g in opt.param_groups} == {1e-3, 1e-5}
     same = make_optimizer([net], TrainSpec(lr=1e-3, comm_lr_scale=0.01))
     assert load_optimizer_state(same, opt.state_dict(), "station s1")
+
+
+# -- the stage-2 plan --------------------------------------------------------------------------
+
+def test_few_labels_get_whole_extra_passes_up_to_the_step_floor():
+    import numpy as np
+
+    from feddiff.model.optim import stage2_plan
+
+    t = TrainSpec(epochs=30, batch_size=64, min_steps=300, seed=4)
+    plan = stage2_plan(t, 120, epoch=3)  # 10 labels x 12 classes: 2 batches a pass
+    assert len(plan) == 10  # ceil(300 / 30) batches, i.e. 5 whole passes
+    seen = np.concatenate([idx for idx, _ in plan])
+    assert np.array_equal(np.bincount(seen, minlength=120), np.full(120, 5)), "every pixel as often as any other"
+    assert all(dih is not None and dih.shape == idx.shape for idx, dih in plan)
+    again = stage2_plan(t, 120, epoch=3)  # the aggregator and centralised training draw the same
+    assert all(np.array_equal(a[0], b[0]) and np.array_equal(a[1], b[1]) for a, b in zip(plan, again))
+
+
+def test_a_scene_with_enough_labels_trains_one_pass_per_epoch():
+    from feddiff.model.optim import stage2_plan
+
+    t = TrainSpec(epochs=30, batch_size=64, min_steps=300)
+    assert len(stage2_plan(t, 819, epoch=0)) == 13  # Trento: 13 x 30 = 390 steps >= the floor
+    assert len(stage2_plan(dataclasses.replace(t, min_steps=0), 120, epoch=0)) == 2

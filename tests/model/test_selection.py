@@ -15,7 +15,7 @@ from feddiff.model.selection import best_epoch
 CFG = {
     "scene": {"synthetic": {"seed": 2, "rows": 48, "cols": 64, "bands": 16, "train_per_class": 30}},
     "model": {"unet": {"base_channels": 8, "num_res_blocks": 1}, "head_channels": 16, "feature_timesteps": [5, 100], "comm": {"rank": 8}},
-    "train": {"pretrain_steps": 20, "pretrain_batch": 32, "epochs": 8, "batch_size": 16, "threads": 2,
+    "train": {"min_steps": 0, "pretrain_steps": 20, "pretrain_batch": 32, "epochs": 8, "batch_size": 16, "threads": 2,
               "val_fraction": 0.25, "self_train": "auto", "pseudo_pool": 300},
 }
 

@@ -31,7 +31,7 @@ STATIONS = ["hsi_station", "lidar_station"]
 JOB = {
     "scene": {"synthetic": {"seed": 3, "rows": 40, "cols": 48, "bands": 12, "train_per_class": 25}},
     "model": {"unet": {"base_channels": 8, "num_res_blocks": 1}, "head_channels": 16, "feature_timesteps": [5, 100], "comm": {"rank": 8}},
-    "train": {"pretrain_steps": 20, "pretrain_batch": 32, "epochs": 5, "batch_size": 8, "threads": 1, "seed": 0},
+    "train": {"min_steps": 0, "pretrain_steps": 20, "pretrain_batch": 32, "epochs": 5, "batch_size": 8, "threads": 1, "seed": 0},
     "federation": {
         "clients": {"hsi_station": {"modalities": ["hsi"]}, "lidar_station": {"modalities": ["lidar"]}},
         "security": "signed",
