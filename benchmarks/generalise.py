@@ -92,6 +92,8 @@ def run_one(scene_name: str, method: str, seed: int, sets: list[str]) -> dict:
 
 
 def summarise(rows: list[dict], seeds: list[int]) -> dict:
+    """Mean +- sd over the seeds' runs; the runs themselves are kept (``runs``), so a later
+    ``--merge`` with other seeds adds to them instead of redoing them."""
     def stat(key: str, scale: float = 100.0) -> tuple[float, float]:
         v = np.array([r[key] for r in rows]) * scale
         return float(v.mean()), float(v.std(ddof=1)) if len(v) > 1 else 0.0
@@ -99,7 +101,8 @@ def summarise(rows: list[dict], seeds: list[int]) -> dict:
     (oa, oa_sd), (aa, aa_sd), (ka, ka_sd) = stat("oa"), stat("aa"), stat("kappa", 1.0)
     out = {"oa_mean": oa, "oa_sd": oa_sd, "aa_mean": aa, "aa_sd": aa_sd, "kappa_mean": ka, "kappa_sd": ka_sd,
            "train_s": float(np.mean([r["train_s"] for r in rows])), "peak_rss_mb": float(max(r["peak_rss_mb"] for r in rows)),
-           "seeds": seeds, "per_seed_oa": [round(100 * r["oa"], 2) for r in rows]}
+           "seeds": seeds, "per_seed_oa": [round(100 * r["oa"], 2) for r in rows],
+           "runs": rows}
     for extra in ("chosen", "val_oa", "C", "gamma"):
         if extra in rows[0]:
             out[extra] = [r[extra] for r in rows]
@@ -129,7 +132,7 @@ def main() -> int:
     ap.add_argument("--methods", nargs="+", choices=METHODS, default=METHODS)
     ap.add_argument("--set", nargs="*", default=[], dest="sets", help="candidate recipe: dotted.key=value over the defaults")
     ap.add_argument("--out", default=str(OUT))
-    ap.add_argument("--merge", action="store_true", help="keep the other scenes/methods of an existing --out")
+    ap.add_argument("--merge", action="store_true", help="keep the other scenes/methods/seeds of an existing --out")
     ap.add_argument("--timeout", type=float, default=1200, help="seconds per run (the 20 min target)")
     ap.add_argument("--one", nargs=3, metavar=("SCENE", "METHOD", "SEED"), help=argparse.SUPPRESS)
     args = ap.parse_args()
@@ -145,6 +148,7 @@ def main() -> int:
     for name in args.scenes:
         for m in args.methods:
             seeds = args.seeds[:1] if m == "svm" else args.seeds
+            kept = [r for r in scenes.get(name, {}).get(m, {}).get("runs", []) if r["seed"] not in seeds]
             rows = []
             for seed in seeds:
                 cmd = [sys.executable, __file__, "--one", name, m, str(seed), "--set", *args.sets]
@@ -156,11 +160,12 @@ def main() -> int:
                 if p.returncode != 0:
                     print(f"{name} {m} seed {seed}: failed\n{p.stderr[-2000:]}", flush=True)
                     continue
-                rows.append(json.loads(p.stdout.strip().splitlines()[-1]))
+                rows.append({**json.loads(p.stdout.strip().splitlines()[-1]), "seed": seed})
                 r = rows[-1]
                 print(f"{name} {m} seed {seed}: OA {100 * r['oa']:.2f}  train {r['train_s']:.0f} s  RSS {r['peak_rss_mb']:.0f} MB {r.get('chosen') or ''}", flush=True)
             if rows:
-                scenes.setdefault(name, {})[m] = summarise(rows, seeds[: len(rows)])
+                runs = sorted(kept + rows, key=lambda r: r["seed"])
+                scenes.setdefault(name, {})[m] = summarise(runs, [r["seed"] for r in runs])
                 out.parent.mkdir(parents=True, exist_ok=True)
                 out.write_text(json.dumps(doc, indent=2))
     print(table(scenes))
