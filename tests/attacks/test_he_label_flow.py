@@ -12,14 +12,13 @@ from __future__ import annotations
 
 import json
 import math
-import subprocess
-import sys
 
 import pytest
 import yaml
 
 from feddiff_app.broker import mosquitto_binary
-from tests.federation.test_secure_jobs import JOB, operator_spy, start_operator_broker
+from tests.federation.test_secure_jobs import JOB, operator_spy, provision_job, start_operator_broker
+from tests.party_processes import run_parties
 
 pytestmark = [pytest.mark.security, pytest.mark.broker, pytest.mark.skipif(mosquitto_binary() is None, reason="mosquitto is not installed")]
 
@@ -33,18 +32,7 @@ def run_job(tmp_path, keys, port):
                              broker={"port": port})
     cfg_path = tmp_path / "job.yaml"
     cfg_path.write_text(yaml.safe_dump(job))
-    procs, logs = [], {name: tmp_path / f"{name}.log" for name in ("aggregator", *STATIONS, "lab")}
-    try:
-        for name, log in logs.items():
-            args = ["aggregator"] if name == "aggregator" else ["edge", "--id", name]
-            with open(log, "wb") as fh:
-                procs.append(subprocess.Popen([sys.executable, "-m", "feddiff_app.cli", *args, "--config", str(cfg_path)], stdout=fh, stderr=subprocess.STDOUT))
-        for p, log in zip(procs, logs.values()):
-            assert p.wait(300) == 0, log.read_text()[-2000:]
-    finally:
-        for p in procs:
-            if p.poll() is None:
-                p.kill()
+    run_parties(cfg_path, ["aggregator", *STATIONS, "lab"], tmp_path)
     return cfg_path
 
 
@@ -80,15 +68,10 @@ def opened(spy, keys, cfg_path, party: str, tmp_path) -> list:
 
 
 def test_he_job_keeps_gradients_predictions_and_map_away_from_the_aggregator(tmp_path):
-    from crypto.provision import init_job, issue
     from feddiff.protocol import jobs
 
     keys = tmp_path / "keys"
-    init_job("securetest", keys)
-    issue(keys, "aggregator", "aggregator")
-    issue(keys, "labels", "lab")
-    for s in (*STATIONS, "operator"):
-        issue(keys, "edge", s)
+    provision_job(keys, (*STATIONS, "operator"), labels="lab")
     broker = start_operator_broker(keys, tmp_path)
     try:
         spy = operator_spy(keys, broker.port)

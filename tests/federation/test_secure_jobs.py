@@ -15,6 +15,7 @@ import pytest
 import yaml
 
 from feddiff_app.broker import mosquitto_binary
+from tests.party_processes import run_parties
 
 JOB = {
     "name": "securetest",
@@ -25,6 +26,18 @@ JOB = {
 }
 
 pytestmark = pytest.mark.skipif(mosquitto_binary() is None, reason="mosquitto is not installed")
+
+
+def provision_job(keys, edges, labels: str | None = None):
+    """Root, aggregator, the label holder (if named) and an edge identity per name, in ``keys``."""
+    from crypto.provision import init_job, issue
+
+    init_job("securetest", keys)
+    issue(keys, "aggregator", "aggregator")
+    if labels:
+        issue(keys, "labels", labels)
+    for s in edges:
+        issue(keys, "edge", s)
 
 
 def start_operator_broker(keys, tmp_path):
@@ -78,19 +91,14 @@ def test_he_job_aggregator_never_holds_the_secret_key(tmp_path):
 def test_eavesdropper_with_broker_credentials_reads_no_features(tmp_path):
     """A broker account allowed to read '#' records every payload of a signed job: none of them
     decodes to arrays (sealed), although the same check finds arrays in plaintext traffic."""
-    import os
     import zlib
 
-    from crypto.provision import init_job, issue
     from feddiff.protocol.arrays import decode_arrays
     from feddiff.protocol.envelope import unpack
     from feddiff.protocol.message import EnvelopeError
 
     keys = tmp_path / "keys"
-    init_job("securetest", keys)
-    issue(keys, "aggregator", "aggregator")
-    for s in ("hsi_station", "lidar_station", "operator"):
-        issue(keys, "edge", s)
+    provision_job(keys, ("hsi_station", "lidar_station", "operator"))
     broker = start_operator_broker(keys, tmp_path)
     job = json.loads(json.dumps(JOB))
     job["train"]["epochs"] = 2
@@ -140,7 +148,6 @@ def test_he_horizontal_job_averages_branch_weights_under_ckks(tmp_path):
     from crypto.he_groups import load_group_public, load_group_secret, provision_group, unflatten
     from crypto.directory import load_directory
     from crypto.keys import load_party
-    from crypto.provision import init_job, issue
     from feddiff.config import load_config
     from feddiff.protocol import jobs
     from feddiff.protocol.arrays import arrays_to_blobs
@@ -150,11 +157,7 @@ def test_he_horizontal_job_averages_branch_weights_under_ckks(tmp_path):
     stations = {"hsi_a": {"modalities": ["hsi"], "region": [0, 20, 0, 48]}, "hsi_b": {"modalities": ["hsi"], "region": [20, 40, 0, 48]},
                 "lidar_station": {"modalities": ["lidar"]}}
     keys = tmp_path / "keys"
-    init_job("securetest", keys)
-    issue(keys, "aggregator", "aggregator")
-    issue(keys, "labels", "lab")
-    for s in (*stations, "operator"):
-        issue(keys, "edge", s)
+    provision_job(keys, (*stations, "operator"), labels="lab")
     provision_group(keys, "hsi", ["hsi_a", "hsi_b"])
     broker = start_operator_broker(keys, tmp_path)
     job = json.loads(json.dumps(JOB))
@@ -165,19 +168,9 @@ def test_he_horizontal_job_averages_branch_weights_under_ckks(tmp_path):
     cfg_path.write_text(yaml.safe_dump(job))
     spy = operator_spy(keys, broker.port)
     spy.subscribe("feddiff/securetest/up/#")
-    procs = []
-    logs = {name: tmp_path / f"{name}.log" for name in ("aggregator", *stations, "lab")}
     try:
-        for name, log in logs.items():
-            args = ["aggregator"] if name == "aggregator" else ["edge", "--id", name]
-            with open(log, "wb") as fh:
-                procs.append(subprocess.Popen([sys.executable, "-m", "feddiff_app.cli", *args, "--config", str(cfg_path)], stdout=fh, stderr=subprocess.STDOUT))
-        for p, log in zip(procs, logs.values()):
-            assert p.wait(300) == 0, log.read_text()[-2000:]
+        run_parties(cfg_path, ["aggregator", *stations, "lab"], tmp_path)
     finally:
-        for p in procs:
-            if p.poll() is None:
-                p.kill()
         broker.stop()
 
     agg_dir = tmp_path / "state" / "aggregator"
@@ -236,17 +229,13 @@ def test_he_fused_sum_with_regions_holds_one_contribution_per_sample(tmp_path):
     from aggregator.fusion.plain import ownership
     from crypto import he
     from crypto.he_groups import provision_group
-    from crypto.provision import init_job, issue
     from edge_client.station import Station
     from feddiff.config import load_config
     from feddiff.data.loader import load_scene
     stations = {"hsi_a": {"modalities": ["hsi"], "region": [0, 20, 0, 48]}, "hsi_b": {"modalities": ["hsi"], "region": [20, 40, 0, 48]},
                 "lidar_station": {"modalities": ["lidar"]}}
     keys = tmp_path / "keys"
-    init_job("securetest", keys)
-    issue(keys, "aggregator", "aggregator")
-    for s in stations:
-        issue(keys, "edge", s)
+    provision_job(keys, stations)
     provision_group(keys, "hsi", ["hsi_a", "hsi_b"])
     job = json.loads(json.dumps(JOB))
     job["train"]["pretrain_steps"] = 2
