@@ -160,6 +160,9 @@ def main(args: argparse.Namespace) -> int:
     state_dir = state_dir_of(cfg, args.state_dir)
     state_dir.mkdir(parents=True, exist_ok=True)
     configure_logging(getattr(args, "verbose", False), str(state_dir / "aggregator.log.jsonl"), name="aggregator")
+    if cfg.train.val_fraction > 0 or cfg.train.self_train != "off":
+        log.warning("train.val_fraction and train.self_train apply to feddiff train only: this federated job trains on "
+                    "every training pixel for train.epochs rounds")
     mon = start_role_monitoring(cfg, "aggregator", dashboard=True)
     try:
         return run(cfg, state_dir, mon.observers, mon.monitor)
