@@ -74,7 +74,7 @@ def start_mosquitto(
     binary = mosquitto_binary()
     if binary is None:
         raise FedDiffError("mosquitto is not installed (Debian: apt-get install mosquitto)")
-    workdir = Path(workdir or Path.cwd())
+    workdir = Path(workdir or Path.cwd()).resolve()  # Mosquitto runs in workdir: a relative path would not name its files
     workdir.mkdir(parents=True, exist_ok=True)
 
     def launch(p: int) -> BrokerProcess:
@@ -129,7 +129,7 @@ def start_embedded_broker(
     acl_file never does for MQTT 3.1.1 (it grants, then withholds the messages)."""
     if not amqtt_available():
         raise FedDiffError("no MQTT broker available: install mosquitto, or `pip install amqtt` for the embedded broker")
-    workdir = Path(workdir or Path.cwd())
+    workdir = Path(workdir or Path.cwd()).resolve()  # Mosquitto runs in workdir: a relative path would not name its files
     workdir.mkdir(parents=True, exist_ok=True)
 
     def launch(p: int) -> BrokerProcess:
