@@ -16,7 +16,7 @@ import numpy as np
 import torch
 
 from feddiff.config import Config
-from feddiff.model.optim import stage2_plan
+from feddiff.model.optim import plan_samples, stage2_plan
 from feddiff.protocol import jobs
 from feddiff.protocol.messages import Commit, Committed, Hello, Job, Ready, Samples
 
@@ -85,7 +85,7 @@ class Rounds:
             for k in sums:
                 sums[k] += parts.get(k, 0.0) * idx.shape[0]
             self.link.observers.emit("step", round=rnd, step=step, loss=parts.get("total", 0.0))
-        seen = sum(idx.shape[0] for idx, _ in plan)
+        seen = plan_samples(plan)
         return {"round": rnd, "steps": len(plan), "train_acc": correct / seen, **{k: v / seen for k, v in sums.items()}}
 
     def commit_round(self, rnd: int, row: dict, commits: dict) -> None:

@@ -26,7 +26,7 @@ from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
 from crypto.directory import Directory
 from crypto.keys import PartyKeys, b64d, b64e, canonical_json, raw_public
-from crypto.seal import _kdf, _lp
+from crypto.primitives import derive_key, length_prefixed
 from feddiff.errors import FedDiffError
 
 MAGIC = b"FDRB1\0"
@@ -71,9 +71,9 @@ def seal_gradient(me: PartyKeys, directory: Directory, binding: Binding, grad: n
     epk, nonce = raw_public(eph.public_key()), os.urandom(12)
     header = canonical_json({**asdict(binding), "v": VERSION, "kid": me.kid, "epk": b64e(epk), "nonce": b64e(nonce),
                              "dtype": "<f4", "shape": list(plain.shape)})
-    key = _kdf(eph.exchange(to.agree_key()), epk, to.agree_public, binding.job + _KDF_SUFFIX)
-    body = AESGCM(key).encrypt(nonce, plain.tobytes(), _AD_DOMAIN + _lp(header))
-    sig = me.sign_key.sign(_SIG_DOMAIN + _lp(header) + _lp(body))
+    key = derive_key(eph.exchange(to.agree_key()), epk, to.agree_public, binding.job + _KDF_SUFFIX)
+    body = AESGCM(key).encrypt(nonce, plain.tobytes(), _AD_DOMAIN + length_prefixed(header))
+    sig = me.sign_key.sign(_SIG_DOMAIN + length_prefixed(header) + length_prefixed(body))
     return MAGIC + struct.pack(">I", len(header)) + header + sig + body
 
 
@@ -117,14 +117,14 @@ def open_gradient(me: PartyKeys, directory: Directory, want: Binding, box: bytes
     if sender is None or sender.kid != header.get("kid") or sender.role != "labels":
         raise RelayBoxError(f"relay box signer {want.sender!r} is not a label holder in the directory with that key")
     try:
-        sender.verify_key().verify(sig, _SIG_DOMAIN + _lp(raw) + _lp(body))
+        sender.verify_key().verify(sig, _SIG_DOMAIN + length_prefixed(raw) + length_prefixed(body))
     except InvalidSignature:
         raise RelayBoxError(f"relay box: bad signature of {want.sender!r} (tampered)") from None
     try:
         epk, nonce = b64d(header["epk"]), b64d(header["nonce"])
         shared = me.agree_key.exchange(X25519PublicKey.from_public_bytes(epk))
-        key = _kdf(shared, epk, raw_public(me.agree_key.public_key()), want.job + _KDF_SUFFIX)
-        plain = AESGCM(key).decrypt(nonce, body, _AD_DOMAIN + _lp(raw))
+        key = derive_key(shared, epk, raw_public(me.agree_key.public_key()), want.job + _KDF_SUFFIX)
+        plain = AESGCM(key).decrypt(nonce, body, _AD_DOMAIN + length_prefixed(raw))
     except (InvalidTag, ValueError, TypeError, KeyError):
         raise RelayBoxError("relay box does not open with this station's key") from None
     return _as_array(header, plain)

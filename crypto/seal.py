@@ -29,19 +29,16 @@ import dataclasses
 import logging
 import math
 import os
-import struct
 import time
 from typing import Any, Callable, Optional
 
 from cryptography.exceptions import InvalidSignature, InvalidTag
-from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey, X25519PublicKey
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
-from cryptography.hazmat.primitives.kdf.hkdf import HKDF
 
 from crypto.directory import Directory, PartyInfo
-
 from crypto.keys import PartyKeys, b64d, b64e, canonical_json, raw_public
+from crypto.primitives import derive_key, length_prefixed
 from feddiff.errors import FedDiffError
 from feddiff.protocol.message import EnvelopeError, Header, Message
 
@@ -80,10 +77,6 @@ def parse_topic(topic: str) -> Optional[Route]:
     return Route(job, kind, client or "")
 
 
-def _lp(b: bytes) -> bytes:
-    return struct.pack(">Q", len(b)) + b
-
-
 def _view(h: Header, covered: list[str], seal_wo_sig: dict[str, Any]) -> bytes:
     return canonical_json(
         {
@@ -101,12 +94,6 @@ def _view(h: Header, covered: list[str], seal_wo_sig: dict[str, Any]) -> bytes:
     )
 
 
-def _kdf(shared: bytes, epk: bytes, rpk: bytes, job: str) -> bytes:
-    if shared == bytes(32):
-        raise ValueError("low-order point")
-    return HKDF(hashes.SHA256(), 32, salt=epk + rpk, info=b"feddiff-seal-v1 " + job.encode()).derive(shared)
-
-
 def decrypt_payload(msg: Message, job: str, agree_key: X25519PrivateKey) -> bytes:
     """Open the AEAD of a sealed message with ``agree_key``; checks nothing else (callers run
     the signature and policy checks first). Raises EnvelopeError('decrypt_failed') for a wrong
@@ -118,8 +105,8 @@ def decrypt_payload(msg: Message, job: str, agree_key: X25519PrivateKey) -> byte
         epk = b64d(seal["epk"])
         nonce = b64d(seal["nonce"])
         shared = agree_key.exchange(X25519PublicKey.from_public_bytes(epk))
-        key = _kdf(shared, epk, raw_public(agree_key.public_key()), job)
-        return AESGCM(key).decrypt(nonce, bytes(msg.payload), _AD_DOMAIN + _lp(view) + _lp(msg.topic.encode()))
+        key = derive_key(shared, epk, raw_public(agree_key.public_key()), job)
+        return AESGCM(key).decrypt(nonce, bytes(msg.payload), _AD_DOMAIN + length_prefixed(view) + length_prefixed(msg.topic.encode()))
     except (InvalidTag, ValueError, TypeError, KeyError, AttributeError):
         raise EnvelopeError("decrypt_failed", f"from {getattr(msg.header, 'sender', '?')!r}") from None
 
@@ -205,13 +192,13 @@ class SealFilter:
             epk = raw_public(eph.public_key())
             nonce = os.urandom(12)
             seal.update(mode=MODE_ENCRYPT, to=recipient.name, epk=b64e(epk), nonce=b64e(nonce))
-            key = _kdf(eph.exchange(recipient.agree_key()), epk, recipient.agree_public, self.job)
-            ad = _AD_DOMAIN + _lp(_view(h, covered, seal)) + _lp(msg.topic.encode())
+            key = derive_key(eph.exchange(recipient.agree_key()), epk, recipient.agree_public, self.job)
+            ad = _AD_DOMAIN + length_prefixed(_view(h, covered, seal)) + length_prefixed(msg.topic.encode())
             body = AESGCM(key).encrypt(nonce, bytes(msg.payload), ad)
         else:
             seal.update(mode=MODE_SIGN, to="")
             body = bytes(msg.payload)
-        signed = _SIG_DOMAIN + _lp(_view(h, covered, seal)) + _lp(msg.topic.encode()) + _lp(body)
+        signed = _SIG_DOMAIN + length_prefixed(_view(h, covered, seal)) + length_prefixed(msg.topic.encode()) + length_prefixed(body)
         seal["sig"] = b64e(self.me.sign_key.sign(signed))
         out_h = dataclasses.replace(h, ext={**ext, SEAL_KEY: seal}, payload_len=0, payload_sha256="")
         if seal["mode"] == MODE_SIGN:
@@ -266,7 +253,7 @@ class SealFilter:
         topic_b = msg.topic.encode()
         payload = bytes(msg.payload)
         try:
-            sender.verify_key().verify(b64d(sig), _SIG_DOMAIN + _lp(view) + _lp(topic_b) + _lp(payload))
+            sender.verify_key().verify(b64d(sig), _SIG_DOMAIN + length_prefixed(view) + length_prefixed(topic_b) + length_prefixed(payload))
         except (InvalidSignature, ValueError):
             raise EnvelopeError("bad_signature", f"from {sender.name!r}") from None
 

@@ -39,10 +39,8 @@ def denoiser_kind(spec: ModelSpec) -> str:
 
 
 def make_denoiser(in_channels: int, spec: ModelSpec) -> DenoisingUNet | SpectralDenoiser:
-    u = spec.unet
-    if denoiser_kind(spec) == "spectral":
-        return SpectralDenoiser(in_channels, spec.patch_size, u.base_channels, u.channel_mult, u.num_res_blocks, u.groups)
-    return DenoisingUNet(in_channels, spec.patch_size, u.base_channels, u.channel_mult, u.num_res_blocks, u.attention, u.freq_block, u.groups)
+    kind = SpectralDenoiser if denoiser_kind(spec) == "spectral" else DenoisingUNet
+    return kind(in_channels, spec.patch_size, spec.unet)
 
 
 def make_schedule(spec: ModelSpec) -> NoiseSchedule:

@@ -48,6 +48,12 @@ def stage2_plan(t: TrainSpec, n: int, epoch: int) -> list[tuple[np.ndarray, np.n
     return epoch_plan(n, t.batch_size, epoch_rng(t.seed, epoch), t.augment, -(-t.min_steps // max(t.epochs, 1)))
 
 
+def plan_samples(plan: list[tuple[np.ndarray, np.ndarray | None]]) -> int:
+    """Samples an epoch's plan visits (repeated passes counted each time): the divisor of its
+    mean loss and accuracy."""
+    return sum(idx.shape[0] for idx, _ in plan)
+
+
 def epoch_rng(seed: int, epoch: int) -> np.random.Generator:
     """One generator per epoch: a job resumed at epoch e draws what an uninterrupted one would."""
     return np.random.default_rng([seed, epoch])

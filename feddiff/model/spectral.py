@@ -19,6 +19,7 @@ from __future__ import annotations
 import torch
 import torch.nn as nn
 
+from feddiff.config_specs import UNetSpec
 from feddiff.model.unet import Denoiser, ResBlock, _groups, timestep_embedding
 
 
@@ -57,16 +58,9 @@ class SpectralDenoiser(Denoiser):
     (``mid_channels``) is the same as the U-Net's for the same spec.
     """
 
-    def __init__(
-        self,
-        in_channels: int,
-        patch_size: int,
-        base_channels: int = 32,
-        channel_mult: tuple[int, ...] | list[int] = (1, 2),
-        num_res_blocks: int = 2,
-        groups: int = 8,
-    ) -> None:
+    def __init__(self, in_channels: int, patch_size: int, spec: UNetSpec = UNetSpec()) -> None:
         super().__init__()
+        base_channels, channel_mult, num_res_blocks, groups = spec.base_channels, spec.channel_mult, spec.num_res_blocks, spec.groups
         self.in_channels = in_channels
         self.patch_size = patch_size
         self.base_channels = base_channels

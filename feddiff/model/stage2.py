@@ -19,7 +19,7 @@ from feddiff.model.featcache import FeatureCache
 from feddiff.model.ensemble import EnsembleNet, member_config, members
 from feddiff.model.losses import feddiff_loss
 from feddiff.model.net import FedDiffNet
-from feddiff.model.optim import batches, cosine_lr, make_optimizer, set_lr, stage2_plan
+from feddiff.model.optim import batches, cosine_lr, make_optimizer, plan_samples, set_lr, stage2_plan
 
 log = logging.getLogger("feddiff.train")
 
@@ -69,7 +69,7 @@ def train_classifier(
             correct += int((logits.argmax(1) == labels[idx]).sum())
             for k, v in parts.items():
                 parts_sum[k] = parts_sum.get(k, 0.0) + v * idx.shape[0]
-        seen = sum(idx.shape[0] for idx, _ in plan)
+        seen = plan_samples(plan)
         row = {"epoch": epoch + 1, "train_acc": correct / seen, **{k: v / seen for k, v in parts_sum.items()}}
         if val is not None and len(val):
             row["val_oa"] = float(np.mean(predict(net, srcs, val.rows, val.cols, t.eval_batch, cache=cache) == val.labels))

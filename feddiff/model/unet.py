@@ -16,6 +16,8 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
+from feddiff.config_specs import UNetSpec
+
 
 def _groups(channels: int, wanted: int) -> int:
     g = min(wanted, channels)
@@ -170,18 +172,10 @@ class Denoiser(nn.Module):
 class DenoisingUNet(Denoiser):
     """Predicts the noise in a noisy patch. ``encode`` stops at the middle block."""
 
-    def __init__(
-        self,
-        in_channels: int,
-        patch_size: int,
-        base_channels: int = 32,
-        channel_mult: tuple[int, ...] | list[int] = (1, 2),
-        num_res_blocks: int = 2,
-        attention: bool = True,
-        freq_block: bool = True,
-        groups: int = 8,
-    ) -> None:
+    def __init__(self, in_channels: int, patch_size: int, spec: UNetSpec = UNetSpec()) -> None:
         super().__init__()
+        base_channels, channel_mult, num_res_blocks, groups = spec.base_channels, spec.channel_mult, spec.num_res_blocks, spec.groups
+        attention, freq_block = spec.attention, spec.freq_block
         self.in_channels = in_channels
         self.patch_size = patch_size
         levels = len(channel_mult)

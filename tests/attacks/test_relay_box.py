@@ -25,6 +25,7 @@ from crypto import relay_box
 from crypto.chain import party_security, verified_he_context
 from crypto.he import encrypt_batch
 from crypto.keys import b64d, load_party, raw_public
+from crypto.primitives import derive_key, length_prefixed
 from feddiff.config import load_config
 from feddiff.protocol import topics
 from feddiff.protocol.endpoint import open_channel
@@ -115,9 +116,9 @@ def test_the_aggregator_relays_boxes_it_cannot_open(cfg, parties, job):
         assert header["recipient"] == name and header["sender"] == "lab"
         # the aggregator's own agreement key does not open it
         epk = b64d(header["epk"])
-        key = relay_box._kdf(agg.agree_key.exchange(X25519PublicKey.from_public_bytes(epk)), epk, raw_public(agg.agree_key.public_key()), "j1 relay-box")
+        key = derive_key(agg.agree_key.exchange(X25519PublicKey.from_public_bytes(epk)), epk, raw_public(agg.agree_key.public_key()), "j1 relay-box")
         with pytest.raises(InvalidTag):
-            AESGCM(key).decrypt(b64d(header["nonce"]), body, relay_box._AD_DOMAIN + relay_box._lp(raw))
+            AESGCM(key).decrypt(b64d(header["nonce"]), body, relay_box._AD_DOMAIN + length_prefixed(raw))
         with pytest.raises(relay_box.RelayBoxError):
             relay_box.GradientOpener(agg, link_directory(job), "lab").open(box, 0, 0, 0)
         # and the bytes it holds look random: incompressible, no float32 run of the gradient

@@ -16,7 +16,8 @@ from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
 from crypto.keys import b64e, raw_public
-from crypto.seal import _AD_DOMAIN, _SIG_DOMAIN, MODE_ENCRYPT, SEAL_VERSION, SealFilter, _kdf, _lp, _view
+from crypto.primitives import derive_key, length_prefixed
+from crypto.seal import _AD_DOMAIN, _SIG_DOMAIN, MODE_ENCRYPT, SEAL_VERSION, SealFilter, _view
 from feddiff.protocol.envelope import pack, unpack
 from feddiff.protocol.message import EnvelopeError, Header, Message
 from tests.attacks.conftest import JOB
@@ -34,9 +35,9 @@ def lying_message(keys, directory, plain_len: int, plain_sha256: str, real: byte
     epk, nonce = raw_public(eph.public_key()), os.urandom(12)
     seal = {"v": SEAL_VERSION, "kid": me.kid, "covered": [], "plain_len": plain_len, "plain_sha256": plain_sha256,
             "mode": MODE_ENCRYPT, "to": agg.name, "epk": b64e(epk), "nonce": b64e(nonce)}
-    key = _kdf(eph.exchange(agg.agree_key()), epk, agg.agree_public, JOB)
-    body = AESGCM(key).encrypt(nonce, real, _AD_DOMAIN + _lp(_view(h, [], seal)) + _lp(topic.encode()))
-    seal["sig"] = b64e(me.sign_key.sign(_SIG_DOMAIN + _lp(_view(h, [], seal)) + _lp(topic.encode()) + _lp(body)))
+    key = derive_key(eph.exchange(agg.agree_key()), epk, agg.agree_public, JOB)
+    body = AESGCM(key).encrypt(nonce, real, _AD_DOMAIN + length_prefixed(_view(h, [], seal)) + length_prefixed(topic.encode()))
+    seal["sig"] = b64e(me.sign_key.sign(_SIG_DOMAIN + length_prefixed(_view(h, [], seal)) + length_prefixed(topic.encode()) + length_prefixed(body)))
     h.ext = {"seal": seal}
     return unpack(topic, pack(Message(topic, h, body)), 10**6)
 

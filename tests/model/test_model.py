@@ -47,7 +47,7 @@ def test_spectral_block_is_the_complex_fft_filter(h, w):
 
 @pytest.mark.parametrize("bands, patch", [(63, 8), (2, 8), (144, 7), (5, 11), (3, 1)])
 def test_unet_shapes(bands, patch):
-    u = DenoisingUNet(bands, patch, 8, [1, 2], 1)
+    u = DenoisingUNet(bands, patch, UNetSpec(8, [1, 2], 1))
     x, t = torch.randn(2, bands, patch, patch), torch.tensor([3, 400])
     assert u(x, t).shape == x.shape
     m = -(-patch // 2)

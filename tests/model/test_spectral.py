@@ -31,15 +31,15 @@ def test_denoiser_field_is_validated_in_one_line():
 
 @pytest.mark.parametrize("bands, patch", [(65, 1), (2, 1), (200, 1), (5, 3)])
 def test_shapes_and_feature_width_match_the_unet_spec(bands, patch):
-    d = SpectralDenoiser(bands, patch, 8, [1, 2], 2)
+    d = SpectralDenoiser(bands, patch, UNetSpec(8, [1, 2], 2))
     x, t = torch.randn(4, bands, patch, patch), torch.tensor([0, 3, 250, 499])
     assert d(x, t).shape == x.shape
-    assert d.encode(x, t).shape == (4, 16, patch, patch) and d.mid_channels == DenoisingUNet(bands, 8, 8, [1, 2], 2).mid_channels
+    assert d.encode(x, t).shape == (4, 16, patch, patch) and d.mid_channels == DenoisingUNet(bands, 8, UNetSpec(8, [1, 2], 2)).mid_channels
 
 
 def test_each_pixel_is_denoised_from_its_own_spectrum():
     """Per pixel by construction: changing one pixel of a patch changes no other pixel's output."""
-    d = SpectralDenoiser(6, 3, 8, [1, 2], 1).eval()
+    d = SpectralDenoiser(6, 3, UNetSpec(8, [1, 2], 1)).eval()
     x = torch.randn(2, 6, 3, 3)
     y = x.clone()
     y[:, :, 1, 1] += 5.0
@@ -79,7 +79,7 @@ def test_it_learns_to_denoise_spectra():
         a, c = torch.rand(n, 1), torch.rand(n, 1)
         return (a * torch.sin(3 * wl + 2 * c) + c * wl)[:, :, None, None]
 
-    d = SpectralDenoiser(bands, 1, 16, [1, 2], 1)
+    d = SpectralDenoiser(bands, 1, UNetSpec(16, [1, 2], 1))
     sched = make_schedule(SMALL)
     x0, t, n = spectra(512), sched.sample_timesteps(512), torch.randn(512, bands, 1, 1)
 
