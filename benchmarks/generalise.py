@@ -8,7 +8,7 @@ seconds, peak RSS. Every run is its own subprocess, so its peak RSS is its own. 
 benchmarks/results/generalise.json as {"scenes": {scene: {method: {"oa_mean", "oa_sd", ...}}}}
 and prints one table with FedDiff's margin over the SVM and the CNN.
 
-    python benchmarks/generalise.py [--scenes trento_std syn_12x10] [--seeds 0 1 2]
+    python benchmarks/generalise.py [--scenes trento_std syn_12x10] [--seeds 0 1 2] [--jobs 2]
         [--methods feddiff svm] [--merge] [--set model.dropout=0.5 train.self_train=off --out x.json]
 
 ``--set`` runs a candidate recipe (dotted keys over the defaults, YAML values) on every scene:
@@ -25,6 +25,7 @@ import resource
 import subprocess
 import sys
 import time
+from concurrent.futures import ThreadPoolExecutor, as_completed
 from pathlib import Path
 
 import numpy as np
@@ -91,6 +92,22 @@ def run_one(scene_name: str, method: str, seed: int, sets: list[str]) -> dict:
     return row
 
 
+def run_subprocess(name: str, method: str, seed: int, sets: list[str], timeout: float) -> dict | None:
+    """One run in its own process (so its peak RSS is its own); None when it failed or ran over."""
+    cmd = [sys.executable, __file__, "--one", name, method, str(seed), "--set", *sets]
+    try:
+        p = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout)
+    except subprocess.TimeoutExpired:
+        print(f"{name} {method} seed {seed}: over {timeout:.0f} s, skipped", flush=True)
+        return None
+    if p.returncode != 0:
+        print(f"{name} {method} seed {seed}: failed\n{p.stderr[-2000:]}", flush=True)
+        return None
+    r = {**json.loads(p.stdout.strip().splitlines()[-1]), "seed": seed}
+    print(f"{name} {method} seed {seed}: OA {100 * r['oa']:.2f}  train {r['train_s']:.0f} s  RSS {r['peak_rss_mb']:.0f} MB {r.get('chosen') or ''}", flush=True)
+    return r
+
+
 def summarise(rows: list[dict], seeds: list[int]) -> dict:
     """Mean +- sd over the seeds' runs; the runs themselves are kept (``runs``), so a later
     ``--merge`` with other seeds adds to them instead of redoing them."""
@@ -133,6 +150,7 @@ def main() -> int:
     ap.add_argument("--set", nargs="*", default=[], dest="sets", help="candidate recipe: dotted.key=value over the defaults")
     ap.add_argument("--out", default=str(OUT))
     ap.add_argument("--merge", action="store_true", help="keep the other scenes/methods/seeds of an existing --out")
+    ap.add_argument("--jobs", type=int, default=1, help="runs at a time (each run is single-threaded with train.threads=1)")
     ap.add_argument("--timeout", type=float, default=1200, help="seconds per run (the 20 min target)")
     ap.add_argument("--one", nargs=3, metavar=("SCENE", "METHOD", "SEED"), help=argparse.SUPPRESS)
     args = ap.parse_args()
@@ -145,29 +163,18 @@ def main() -> int:
         doc = {}
     doc.update({"config": "defaults of feddiff/config.py", "set": args.sets})
     scenes = doc.setdefault("scenes", {})
-    for name in args.scenes:
-        for m in args.methods:
-            seeds = args.seeds[:1] if m == "svm" else args.seeds
-            kept = [r for r in scenes.get(name, {}).get(m, {}).get("runs", []) if r["seed"] not in seeds]
-            rows = []
-            for seed in seeds:
-                cmd = [sys.executable, __file__, "--one", name, m, str(seed), "--set", *args.sets]
-                try:
-                    p = subprocess.run(cmd, capture_output=True, text=True, timeout=args.timeout)
-                except subprocess.TimeoutExpired:
-                    print(f"{name} {m} seed {seed}: over {args.timeout:.0f} s, skipped", flush=True)
-                    continue
-                if p.returncode != 0:
-                    print(f"{name} {m} seed {seed}: failed\n{p.stderr[-2000:]}", flush=True)
-                    continue
-                rows.append({**json.loads(p.stdout.strip().splitlines()[-1]), "seed": seed})
-                r = rows[-1]
-                print(f"{name} {m} seed {seed}: OA {100 * r['oa']:.2f}  train {r['train_s']:.0f} s  RSS {r['peak_rss_mb']:.0f} MB {r.get('chosen') or ''}", flush=True)
-            if rows:
-                runs = sorted(kept + rows, key=lambda r: r["seed"])
-                scenes.setdefault(name, {})[m] = summarise(runs, [r["seed"] for r in runs])
-                out.parent.mkdir(parents=True, exist_ok=True)
-                out.write_text(json.dumps(doc, indent=2))
+    todo = [(name, m, seed) for name in args.scenes for m in args.methods for seed in (args.seeds[:1] if m == "svm" else args.seeds)]
+    with ThreadPoolExecutor(args.jobs) as pool:  # each run is its own subprocess: threads only wait
+        futures = {pool.submit(run_subprocess, *job, args.sets, args.timeout): job for job in todo}
+        for fut in as_completed(futures):
+            (name, m, seed), row = futures[fut], fut.result()
+            if row is None:
+                continue
+            kept = [r for r in scenes.get(name, {}).get(m, {}).get("runs", []) if r["seed"] != seed]
+            runs = sorted(kept + [row], key=lambda r: r["seed"])
+            scenes.setdefault(name, {})[m] = summarise(runs, [r["seed"] for r in runs])
+            out.parent.mkdir(parents=True, exist_ok=True)
+            out.write_text(json.dumps(doc, indent=2))  # after every run: a stopped sweep keeps what it measured
     print(table(scenes))
     return 0
 
