@@ -17,7 +17,7 @@ def run_export(args: argparse.Namespace) -> int:
     for name, p in res.paths.items():
         print(f"[export] {name}: {p} ({res.sizes.get(name, 0) / 1e6:.2f} MB)")
     src = "held-out scene patches" if args.config else "random normal patches"
-    print(f"[export] parity vs PyTorch on {res.parity.n} {src}: max |dlogit| {res.parity.max_abs_diff:.2e} (<= {PARITY_TOL:g}), argmax identical")
+    print(f"[export] parity vs PyTorch on {res.parity.n} {src}: max |dlogit| {res.parity.max_abs_diff:.2e} ({100 * res.parity.over_tol:.1f} % of patches over {PARITY_TOL:g}: int8 codes on a rounding boundary), argmax identical")
     if res.quantized is not None:
         q = res.quantized
         print(f"[export] {args.quantize} graph vs PyTorch: max |dlogit| {q.max_abs_diff:.2e}, argmax agreement {100 * q.argmax_agree:.2f}%")

@@ -67,5 +67,6 @@ def export_from_job(cfg: Config, out: Path) -> dict:
         "provider": inf.provider,
         "oa": None if inf.metrics is None else inf.metrics["oa"],
         "parity_max_abs_diff": res.parity.max_abs_diff,
+        "parity_share_over_tol": res.parity.over_tol,
         "pixels_per_s": inf.pixels_per_s,
     }

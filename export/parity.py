@@ -22,6 +22,12 @@ from feddiff.model.net import FedDiffNet
 log = logging.getLogger("feddiff.export")
 
 PARITY_TOL = 1e-4
+# The int8 codes inside a graph are rounded: a code that sits on a rounding boundary may round
+# the other way under another runtime's float32 order of operations, one quantisation step, which
+# moves that patch's logits by far more than 1e-4. So at most this share of patches may exceed
+# PARITY_TOL, none by more than BOUNDARY_TOL, and every argmax must agree.
+BOUNDARY_SHARE = 0.01
+BOUNDARY_TOL = 1e-2
 
 
 def parity_patches(net: FedDiffNet, ck: dict, config: Optional[str], n: int = 256, seed: int = 0) -> dict[str, np.ndarray]:
@@ -73,25 +79,30 @@ class Parity:
     argmax_agree: float  # fraction of patches with identical argmax
     n: int
     extra: dict = field(default_factory=dict)
+    over_tol: float = 0.0  # share of patches whose max |dlogit| exceeds PARITY_TOL
 
     @property
     def ok(self) -> bool:
-        return self.max_abs_diff <= PARITY_TOL and self.argmax_agree == 1.0
+        within = self.max_abs_diff <= PARITY_TOL or (self.over_tol <= BOUNDARY_SHARE and self.max_abs_diff <= BOUNDARY_TOL)
+        return within and self.argmax_agree == 1.0
 
 
 def compare(ref: np.ndarray, got: np.ndarray) -> Parity:
-    return Parity(float(np.abs(ref - got).max()), float((ref.argmax(1) == got.argmax(1)).mean()), int(ref.shape[0]))
+    per_patch = np.abs(ref - got).max(axis=1) if ref.size else np.zeros(0)
+    return Parity(float(per_patch.max(initial=0.0)), float((ref.argmax(1) == got.argmax(1)).mean()), int(ref.shape[0]),
+                  over_tol=float((per_patch > PARITY_TOL).mean()) if per_patch.size else 0.0)
 
 
 def require_parity(par: Parity, paths: list[Path], what: str) -> None:
     """Delete the graph(s) and raise when ONNX Runtime disagrees with PyTorch: a silently
     different deployed model is worse than no model."""
     if par.ok:
-        log.info("%s parity: max |dlogit| %.3g, argmax agree %.4f on %d patches", what, par.max_abs_diff, par.argmax_agree, par.n)
+        log.info("%s parity: max |dlogit| %.3g (%.1f %% of patches over %g), argmax agree %.4f on %d patches",
+                 what, par.max_abs_diff, 100 * par.over_tol, PARITY_TOL, par.argmax_agree, par.n)
         return
     for p in paths:
         Path(p).unlink(missing_ok=True)
     raise FedDiffError(
-        f"{what}: ONNX Runtime disagrees with PyTorch (max |dlogit| {par.max_abs_diff:.3g} > {PARITY_TOL:g} "
-        f"or argmax agreement {par.argmax_agree:.4f} < 1); output deleted"
+        f"{what}: ONNX Runtime disagrees with PyTorch (max |dlogit| {par.max_abs_diff:.3g}, "
+        f"{100 * par.over_tol:.1f} % of patches over {PARITY_TOL:g}, argmax agreement {par.argmax_agree:.4f}); output deleted"
     )

@@ -82,6 +82,23 @@ def test_parity_failure_deletes_output(tmp_path):
     assert not f.exists()
 
 
+def test_parity_allows_a_rare_code_on_a_rounding_boundary_but_not_more():
+    from export.parity import PARITY_TOL, compare
+
+    ref = np.random.default_rng(0).standard_normal((200, 4)).astype(np.float32)
+    assert compare(ref, ref + PARITY_TOL / 2).ok
+    assert not compare(ref, ref + 2 * PARITY_TOL).ok  # every patch off: a different model
+    one = ref.copy()
+    one[7] += 1e-3  # one patch one int8 step away
+    assert compare(ref, one).ok
+    three = ref.copy()
+    three[:3] += 1e-3  # 1.5 % of the patches: more than a boundary explains
+    assert not compare(ref, three).ok
+    far = ref.copy()
+    far[7] += 0.1
+    assert not compare(ref, far).ok
+
+
 def test_ensemble_exports_as_one_graph_with_parity_and_refuses_split(tmp_path):
     """model.members > 1: the members share one feature pass inside the graph; the split form
     (one model cut at the wire) cannot hold them, and says so in one line."""
