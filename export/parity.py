@@ -88,9 +88,9 @@ class Parity:
 
 
 def compare(ref: np.ndarray, got: np.ndarray) -> Parity:
-    per_patch = np.abs(ref - got).max(axis=1) if ref.size else np.zeros(0)
-    return Parity(float(per_patch.max(initial=0.0)), float((ref.argmax(1) == got.argmax(1)).mean()), int(ref.shape[0]),
-                  over_tol=float((per_patch > PARITY_TOL).mean()) if per_patch.size else 0.0)
+    per_patch = np.abs(ref - got).max(axis=1)
+    return Parity(float(per_patch.max()), float((ref.argmax(1) == got.argmax(1)).mean()), int(ref.shape[0]),
+                  over_tol=float((per_patch > PARITY_TOL).mean()))
 
 
 def require_parity(par: Parity, paths: list[Path], what: str) -> None:
