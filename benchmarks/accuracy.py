@@ -78,7 +78,7 @@ class TwoBranchCNN(nn.Module):
 
 def run_cnn(cfg, scene) -> dict:
     set_seed(cfg.train.seed, cfg.train.threads)
-    srcs = sources(scene, ["hsi", "lidar"], cfg.model.patch_size)
+    srcs = sources(scene, list(scene.modalities), cfg.model.patch_size)  # one branch per modality the scene has
     train, test = pixel_sets(scene)
     net = TwoBranchCNN({m: s.bands for m, s in srcs.items()}, cfg.model.head_channels, scene.num_classes)
     opt = torch.optim.Adam(net.parameters(), lr=cfg.train.lr, weight_decay=cfg.train.l2)

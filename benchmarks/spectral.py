@@ -9,17 +9,18 @@ Scenes (all read from ../shared/data, never copied):
   of each class drawn for training (the table has only 15 pixels in three classes).
 
 Rows: FedDiff with ``model.denoiser: spectral`` and with ``unet`` (otherwise the defaults of
-feddiff/config.py at patch size 1, nothing tuned per scene), and an RBF SVM with C and gamma by
-3-fold CV on the training pixels. Three seeds: each seed redraws the split and reseeds training.
+feddiff/config.py at patch size 1, nothing tuned per scene), and two baselines: an RBF SVM with
+C and gamma by 3-fold CV on the training pixels, and the two-branch CNN of
+benchmarks/accuracy.py (at patch size 1 an MLP per modality, FedDiff's step budget). Three seeds: each seed redraws the split and reseeds training.
 Writes benchmarks/results/spectral.json and prints one table.
 
     python benchmarks/spectral.py [--scenes trento_pixels tree_species indian_pines] [--seeds 0 1 2]
+                                  [--methods spectral unet svm cnn] [--set model.comm.rank=8 ...]
 """
 
 from __future__ import annotations
 
 import argparse
-import dataclasses
 import json
 import resource
 import sys
@@ -31,7 +32,7 @@ import numpy as np
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from feddiff.config import Config, ModelSpec, TrainSpec, load_config  # noqa: E402
+from feddiff.config import load_config  # noqa: E402
 from feddiff.data.loader import load_scene  # noqa: E402
 from feddiff.data.scene import Scene  # noqa: E402
 from feddiff.data.sources import pixel_sets, sources  # noqa: E402
@@ -41,7 +42,7 @@ from feddiff.model.centralised import train_centralised  # noqa: E402
 
 DATA = ROOT.parent / "shared" / "data"
 SCENES = ["trento_pixels", "tree_species", "indian_pines"]
-METHODS = ["spectral", "unet", "svm"]
+METHODS = ["spectral", "unet", "svm", "cnn"]
 
 
 def trento_pixels(seed: int, per_class: int) -> Scene:
@@ -68,10 +69,19 @@ def load(name: str, seed: int, per_class: int) -> Scene:
     return table_scene(name, np.load(folder / "indian_pines_train_hsi.npy"), np.load(folder / "indian_pines_train_labels.npy"), seed, fraction=0.5)
 
 
-def run_feddiff(scene: Scene, denoiser: str, seed: int, threads: int) -> dict:
-    cfg = Config(model=dataclasses.replace(ModelSpec(), patch_size=1, denoiser=denoiser), train=TrainSpec(seed=seed, threads=threads))
+def run_feddiff(scene: Scene, denoiser: str, seed: int, threads: int, sets: list[str]) -> dict:
+    from generalise import recipe
+
+    cfg = recipe([*sets, "model.patch_size=1", f"model.denoiser={denoiser}", f"train.threads={threads}"], seed)
     res = train_centralised(cfg, scene, list(scene.modalities), progress=False)
     return {**res.metrics, "train_s": res.history.seconds["pretrain"] + res.history.seconds["classifier"]}
+
+
+def run_cnn(scene: Scene, seed: int, threads: int) -> dict:
+    from accuracy import run_cnn as two_branch_cnn
+    from generalise import recipe
+
+    return two_branch_cnn(recipe(["model.patch_size=1", f"train.threads={threads}"], seed), scene)
 
 
 def run_svm(scene: Scene, seed: int) -> dict:
@@ -111,6 +121,7 @@ def main() -> int:
     ap.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
     ap.add_argument("--per-class", type=int, default=50)
     ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--set", nargs="*", default=[], dest="sets", help="FedDiff rows only: dotted.key=value over the defaults")
     ap.add_argument("--out", default=str(ROOT / "benchmarks" / "results" / "spectral.json"))
     args = ap.parse_args()
     if not (DATA / "real_spectra").is_dir():
@@ -123,7 +134,7 @@ def main() -> int:
         for i, seed in enumerate(args.seeds):
             scene = load(name, seed, args.per_class)
             for m in args.methods:
-                r = run_svm(scene, seed) if m == "svm" else run_feddiff(scene, m, seed, args.threads)
+                r = run_svm(scene, seed) if m == "svm" else run_cnn(scene, seed, args.threads) if m == "cnn" else run_feddiff(scene, m, seed, args.threads, args.sets)
                 r["peak_rss_mb"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
                 runs[m].append(r)
                 print(f"{name} seed {seed} {m:<9} OA {100 * r['oa']:.2f}  AA {100 * r['aa']:.2f}  kappa {r['kappa']:.4f}  train {r['train_s']:.0f}s", flush=True)
