@@ -13,7 +13,7 @@ from feddiff.model.centralised import train_centralised
 CFG = {
     "scene": {"synthetic": {"seed": 2, "rows": 48, "cols": 64, "bands": 16, "train_per_class": 30}},
     "model": {"unet": {"base_channels": 8, "num_res_blocks": 1}, "head_channels": 16, "feature_timesteps": [5, 100], "comm": {"rank": 8}},
-    "train": {"min_steps": 0, "pretrain_steps": 40, "pretrain_batch": 32, "epochs": 15, "batch_size": 16, "threads": 2},
+    "train": {"min_steps": 0, "comm_lr_scale": 1.0, "pretrain_steps": 40, "pretrain_batch": 32, "epochs": 15, "batch_size": 16, "threads": 2},
 }
 
 
