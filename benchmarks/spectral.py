@@ -11,7 +11,8 @@ Scenes (all read from ../shared/data, never copied):
 Rows: FedDiff with ``model.denoiser: spectral`` and with ``unet`` (otherwise the defaults of
 feddiff/config.py at patch size 1, nothing tuned per scene), and two baselines: an RBF SVM with
 C and gamma by 3-fold CV on the training pixels, and the two-branch CNN of
-benchmarks/accuracy.py (at patch size 1 an MLP per modality, FedDiff's step budget). Three seeds: each seed redraws the split and reseeds training.
+benchmarks/accuracy.py (at patch size 1 an MLP per modality, FedDiff's step budget). Three
+seeds: each seed redraws the split and reseeds training.
 Writes benchmarks/results/spectral.json and prints one table.
 
     python benchmarks/spectral.py [--scenes trento_pixels tree_species indian_pines] [--seeds 0 1 2]
@@ -69,19 +70,32 @@ def load(name: str, seed: int, per_class: int) -> Scene:
     return table_scene(name, np.load(folder / "indian_pines_train_hsi.npy"), np.load(folder / "indian_pines_train_labels.npy"), seed, fraction=0.5)
 
 
-def run_feddiff(scene: Scene, denoiser: str, seed: int, threads: int, sets: list[str]) -> dict:
+def table_config(sets: list[str], seed: int, threads: int):
+    """The defaults (plus ``sets``) at patch size 1, as every learned row here trains."""
     from generalise import recipe
 
-    cfg = recipe([*sets, "model.patch_size=1", f"model.denoiser={denoiser}", f"train.threads={threads}"], seed)
+    return recipe([*sets, "model.patch_size=1", f"train.threads={threads}"], seed)
+
+
+def run_feddiff(scene: Scene, denoiser: str, seed: int, threads: int, sets: list[str]) -> dict:
+    cfg = table_config([*sets, f"model.denoiser={denoiser}"], seed, threads)
     res = train_centralised(cfg, scene, list(scene.modalities), progress=False)
     return {**res.metrics, "train_s": res.history.seconds["pretrain"] + res.history.seconds["classifier"]}
 
 
 def run_cnn(scene: Scene, seed: int, threads: int) -> dict:
     from accuracy import run_cnn as two_branch_cnn
-    from generalise import recipe
 
-    return two_branch_cnn(recipe(["model.patch_size=1", f"train.threads={threads}"], seed), scene)
+    return two_branch_cnn(table_config([], seed, threads), scene)
+
+
+def run_method(method: str, scene: Scene, seed: int, threads: int, sets: list[str]) -> dict:
+    """One row's run: a baseline, or FedDiff with the denoiser the method names."""
+    if method == "svm":
+        return run_svm(scene, seed)
+    if method == "cnn":
+        return run_cnn(scene, seed, threads)
+    return run_feddiff(scene, method, seed, threads, sets)
 
 
 def run_svm(scene: Scene, seed: int) -> dict:
@@ -134,7 +148,7 @@ def main() -> int:
         for i, seed in enumerate(args.seeds):
             scene = load(name, seed, args.per_class)
             for m in args.methods:
-                r = run_svm(scene, seed) if m == "svm" else run_cnn(scene, seed, args.threads) if m == "cnn" else run_feddiff(scene, m, seed, args.threads, args.sets)
+                r = run_method(m, scene, seed, args.threads, args.sets)
                 r["peak_rss_mb"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
                 runs[m].append(r)
                 print(f"{name} seed {seed} {m:<9} OA {100 * r['oa']:.2f}  AA {100 * r['aa']:.2f}  kappa {r['kappa']:.4f}  train {r['train_s']:.0f}s", flush=True)
