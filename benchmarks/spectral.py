@@ -9,8 +9,8 @@ Scenes (all read from ../shared/data, never copied):
   of each class drawn for training (the table has only 15 pixels in three classes).
 
 Rows: FedDiff with ``model.denoiser: spectral`` and with ``unet`` (otherwise the defaults of
-feddiff/config.py at patch size 1, nothing tuned per scene), and two baselines: an RBF SVM with
-C and gamma by 3-fold CV on the training pixels, and the two-branch CNN of
+feddiff/config.py at patch size 1, nothing tuned per scene), and two baselines: the RBF SVM of every
+train report (feddiff.baselines: C and gamma by 3-fold CV on the training pixels), and the two-branch CNN of
 benchmarks/accuracy.py (at patch size 1 an MLP per modality, FedDiff's step budget). Three
 seeds: each seed redraws the split and reseeds training.
 Writes benchmarks/results/spectral.json and prints one table.
@@ -25,7 +25,6 @@ import argparse
 import json
 import resource
 import sys
-import time
 from pathlib import Path
 
 import numpy as np
@@ -33,12 +32,11 @@ import numpy as np
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+from feddiff.baselines import svm_baseline  # noqa: E402
 from feddiff.config import load_config  # noqa: E402
 from feddiff.data.loader import load_scene  # noqa: E402
 from feddiff.data.scene import Scene  # noqa: E402
-from feddiff.data.sources import pixel_sets, sources  # noqa: E402
 from feddiff.data.splits import merge_maps, per_class_split  # noqa: E402
-from feddiff.metrics import classification_metrics  # noqa: E402
 from feddiff.model.centralised import train_centralised  # noqa: E402
 
 DATA = ROOT.parent / "shared" / "data"
@@ -99,23 +97,9 @@ def run_method(method: str, scene: Scene, seed: int, threads: int, sets: list[st
 
 
 def run_svm(scene: Scene, seed: int) -> dict:
-    from sklearn.model_selection import GridSearchCV, StratifiedKFold
-    from sklearn.svm import SVC
-
-    train, test = pixel_sets(scene)
-    srcs = sources(scene, list(scene.modalities), 1)
-
-    def feats(ps):
-        return np.concatenate([srcs[m].patches(ps.rows, ps.cols).reshape(len(ps), -1).numpy() for m in srcs], axis=1)
-
-    t = time.perf_counter()
-    x = feats(train)
-    grid = {"C": [1, 10, 100, 1000], "gamma": list(np.array([0.1, 0.3, 1.0, 3.0]) / x.shape[1])}
-    folds = StratifiedKFold(3, shuffle=True, random_state=seed)
-    clf = GridSearchCV(SVC(kernel="rbf"), grid, cv=folds).fit(x, train.labels)
-    train_s = time.perf_counter() - t
-    pred = clf.predict(feats(test))
-    return {**classification_metrics(test.labels, pred, scene.num_classes), "train_s": train_s, "chosen": {k: float(v) for k, v in clf.best_params_.items()}}
+    """The RBF-SVM row every train report carries (feddiff.baselines), on this seed's split."""
+    r = svm_baseline(scene, list(scene.modalities), seed)
+    return {**r, "train_s": r["seconds"]["fit"], "chosen": {"C": r["C"], "gamma": r["gamma"]}}
 
 
 def summarise(rs: list[dict], seeds: list[int]) -> dict:

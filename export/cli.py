@@ -17,11 +17,23 @@ def run_export(args: argparse.Namespace) -> int:
     for name, p in res.paths.items():
         print(f"[export] {name}: {p} ({res.sizes.get(name, 0) / 1e6:.2f} MB)")
     src = "held-out scene patches" if args.config else "random normal patches"
-    print(f"[export] parity vs PyTorch on {res.parity.n} {src}: max |dlogit| {res.parity.max_abs_diff:.2e} ({100 * res.parity.over_tol:.1f} % of patches over {PARITY_TOL:g}: int8 codes on a rounding boundary), argmax identical")
+    print(f"[export] parity vs PyTorch on {res.parity.n} {src}: max |dlogit| {res.parity.max_abs_diff:.2e} ({parity_spread(res.parity.over_tol, PARITY_TOL)}), argmax identical")
     if res.quantized is not None:
         q = res.quantized
         print(f"[export] {args.quantize} graph vs PyTorch: max |dlogit| {q.max_abs_diff:.2e}, argmax agreement {100 * q.argmax_agree:.2f}%")
     return 0
+
+
+def parity_spread(over_tol: float, tol: float) -> str:
+    """How many patches differ by more than the tolerance, and why that can still pass: the
+    check allows a small share within a looser bound, which is what a quantised code sitting on
+    a rounding boundary produces (export.parity). It cannot tell that cause from another, so it
+    states the allowance rather than naming a cause."""
+    from export.parity import BOUNDARY_SHARE, BOUNDARY_TOL
+
+    if over_tol == 0:
+        return f"every patch within {tol:g}"
+    return f"{100 * over_tol:.1f} % of patches over {tol:g}, within the allowance of {100 * BOUNDARY_SHARE:g} % up to {BOUNDARY_TOL:g} for codes on a rounding boundary"
 
 
 def run_infer(args: argparse.Namespace) -> int:
