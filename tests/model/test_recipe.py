@@ -13,7 +13,7 @@ SCENE = {"scene": {"synthetic": {"seed": 0}}}
 
 def test_defaults_are_the_general_recipe():
     cfg = config_from_dict(SCENE)
-    assert cfg.model.preset == "general" and cfg.model.feature_timesteps == [5, 50, 150]
+    assert cfg.model.preset == "general" and cfg.model.feature_timesteps == [5]
     assert cfg.model.unet.num_res_blocks == 2 and cfg.model.comm.rank == 32 and cfg.train.comm_lr_scale == 0.01
     assert cfg.train.mse_weight == 0.0 and cfg.train.min_steps == 300
     assert cfg.train.l2 == 1e-4 and cfg.train.svm_baseline
@@ -26,6 +26,7 @@ def test_published_preset_fills_what_the_config_leaves_out():
     assert cfg.train.mse_weight == PUBLISHED["train"]["mse_weight"] == 1.0
     assert cfg.train.min_steps == 0
     assert cfg.model.comm.rank == 8 and cfg.train.comm_lr_scale == 1.0
+    assert cfg.model.feature_timesteps == [5, 50, 150]
     bits = config_from_dict({**SCENE, "model": {"preset": "published", "comm": {"bits": 16}}})
     assert bits.model.comm.bits == 16 and bits.model.comm.rank == 8  # a nested key set keeps its siblings' preset
     kept = config_from_dict({**SCENE, "model": {"preset": "published"}, "train": {"mse_weight": 0.5}})
