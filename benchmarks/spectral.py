@@ -9,10 +9,10 @@ Scenes (all read from ../shared/data, never copied):
   of each class drawn for training (the table has only 15 pixels in three classes).
 
 Rows: FedDiff with ``model.denoiser: spectral`` and with ``unet`` (otherwise the defaults of
-feddiff/config.py at patch size 1, nothing tuned per scene), and two baselines: the RBF SVM of every
-train report (feddiff.baselines: C and gamma by 3-fold CV on the training pixels), and the two-branch CNN of
-benchmarks/accuracy.py (at patch size 1 an MLP per modality, FedDiff's step budget). Three
-seeds: each seed redraws the split and reseeds training.
+feddiff/config.py at patch size 1, nothing tuned per scene), and two baselines: the RBF SVM
+every train report carries (feddiff.baselines: C and gamma by 3-fold CV on the training
+pixels), and the two-branch CNN of benchmarks/accuracy.py (at patch size 1 an MLP per modality,
+FedDiff's step budget). Three seeds: each seed redraws the split and reseeds training.
 Writes benchmarks/results/spectral.json and prints one table.
 
     python benchmarks/spectral.py [--scenes trento_pixels tree_species indian_pines] [--seeds 0 1 2]
