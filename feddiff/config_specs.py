@@ -124,6 +124,11 @@ class ModelSpec:
     # published); see model.fusion.Stream for why the accuracy config uses it. The HE mode's
     # additive head (fusion: additive) has no streams and ignores it.
     dropout: float = field(default=0.0, metadata=_rng(0.0, 0.9))
+    # Probability that stage 2 drops a pixel's whole diffusion map (per modality, rescaled so
+    # inference is unchanged), so the head also learns from the raw maps alone. 0 by default:
+    # over benchmarks/generalise.py it cost more than it gained (docs/results.md). The additive
+    # head of HE mode ignores it, as it does ``dropout``.
+    diff_dropout: float = field(default=0.0, metadata=_rng(0.0, 0.9))
     # Stage-2 ensemble (model.ensemble): K classifiers over the same frozen denoisers and one
     # feature pass, probabilities averaged. 1 = FedDiff as published; federation trains one.
     members: int = field(default=1, metadata=_rng(1, 16))

@@ -83,9 +83,11 @@ class FusionHead(nn.Module):
         rank: int | None,
         groups: int = 8,
         dropout: float = 0.0,
+        diff_dropout: float = 0.0,
     ) -> None:
         super().__init__()
         self.modalities = list(modalities)
+        self.diff_dropout = diff_dropout
         self.channels = channels
         dim = 2 * channels * 4
         self.decoders = nn.ModuleDict({m: LowRankDecoder(dim, rank) for m in modalities}) if rank else None
@@ -103,6 +105,8 @@ class FusionHead(nn.Module):
     def forward(self, wire: dict[str, torch.Tensor]) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
         """Returns (prediction logits, per-modality single-stream logits)."""
         maps = {m: self.unflatten(m, wire[m]) for m in self.modalities}
+        if self.training and self.diff_dropout > 0:
+            maps = {m: (raw, self._drop_map(diff)) for m, (raw, diff) in maps.items()}
         singles = {m: self.single[m](raw, diff) for m, (raw, diff) in maps.items()}
         if self.cross is None:
             return next(iter(singles.values())), {}
@@ -112,6 +116,13 @@ class FusionHead(nn.Module):
             (ra, da), (rb, db) = maps[a], maps[b]
             logits.append(stream(ra + db, rb + da))
         return (logits[0] if len(logits) == 1 else torch.stack(logits).mean(dim=0)), singles
+
+
+    def _drop_map(self, diff: torch.Tensor) -> torch.Tensor:
+        """Zero whole diffusion maps of random pixels, the rest scaled by 1 / (1 - p): what the
+        raw maps alone say must also reach the prediction."""
+        keep = torch.rand(diff.shape[0], 1, 1, 1, dtype=diff.dtype) >= self.diff_dropout
+        return diff * keep / (1.0 - self.diff_dropout)
 
 
 def modality_pairs(modalities: list[str]) -> list[tuple[str, str]]:

@@ -55,4 +55,4 @@ def build_head(modalities: list[str], num_classes: int, spec: ModelSpec, seed: i
 
 def _head(modalities: list[str], num_classes: int, spec: ModelSpec) -> FusionHead:
     rank = spec.comm.rank if spec.comm.enabled else None
-    return FusionHead(modalities, spec.head_channels, num_classes, rank, spec.unet.groups, spec.dropout)
+    return FusionHead(modalities, spec.head_channels, num_classes, rank, spec.unet.groups, spec.dropout, spec.diff_dropout)
