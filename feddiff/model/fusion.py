@@ -117,7 +117,6 @@ class FusionHead(nn.Module):
             logits.append(stream(ra + db, rb + da))
         return (logits[0] if len(logits) == 1 else torch.stack(logits).mean(dim=0)), singles
 
-
     def _drop_map(self, diff: torch.Tensor) -> torch.Tensor:
         """Zero whole diffusion maps of random pixels, the rest scaled by 1 / (1 - p): what the
         raw maps alone say must also reach the prediction."""

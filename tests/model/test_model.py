@@ -77,7 +77,6 @@ def test_head_dropout_acts_only_in_training_and_adds_no_weights():
     assert not torch.equal(first, dropped(wire)[0])
 
 
-
 def test_diffusion_map_drop_zeroes_whole_maps_in_training_only():
     """Dropped pixels keep their raw maps and lose the whole diffusion map; the kept ones are
     rescaled, so inference (and export) see the head exactly as trained on average."""
@@ -90,6 +89,7 @@ def test_diffusion_map_drop_zeroes_whole_maps_in_training_only():
     torch.manual_seed(0)
     per_pixel = dropped._drop_map(torch.ones(256, 16, 2, 2)).flatten(1)
     assert set(per_pixel.min(dim=1).values.tolist()) == set(per_pixel.max(dim=1).values.tolist()) == {0.0, 2.0}
+
 
 def test_lowrank_error_falls_with_rank_and_bytes_match_formula():
     g = torch.Generator().manual_seed(0)
