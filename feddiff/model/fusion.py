@@ -120,7 +120,7 @@ class FusionHead(nn.Module):
     def _drop_map(self, diff: torch.Tensor) -> torch.Tensor:
         """Zero whole diffusion maps of random pixels, the rest scaled by 1 / (1 - p): what the
         raw maps alone say must also reach the prediction."""
-        keep = torch.rand(diff.shape[0], 1, 1, 1, dtype=diff.dtype) >= self.diff_dropout
+        keep = torch.rand(diff.shape[0], 1, 1, 1, dtype=diff.dtype, device=diff.device) >= self.diff_dropout
         return diff * keep / (1.0 - self.diff_dropout)
 
 
