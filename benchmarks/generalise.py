@@ -62,10 +62,16 @@ def recipe(sets: list[str], seed: int):
     return config_from_dict(data, "<generalise>", check_files=False)
 
 
-def run_one(scene_name: str, method: str, seed: int, sets: list[str]) -> dict:
-    """One (scene, method, seed) in this process; returns its row."""
+def run_one(scene_name: str, method: str, seed: int, sets: list[str], reuse: bool = False) -> dict:
+    """One (scene, method, seed) in this process; returns its row. ``reuse``: load stage 1 from
+    (or store it in) the denoiser cache of ``denoiser_cache``."""
     from accuracy import run_cnn
     from generalise_scenes import SCENES
+
+    if reuse:
+        from denoiser_cache import reuse_denoisers
+
+        reuse_denoisers(scene_name)
 
     from feddiff.baselines import svm_baseline
     from feddiff.model.centralised import effective_config, train_centralised
@@ -92,9 +98,9 @@ def run_one(scene_name: str, method: str, seed: int, sets: list[str]) -> dict:
     return row
 
 
-def run_subprocess(name: str, method: str, seed: int, sets: list[str], timeout: float) -> dict | None:
+def run_subprocess(name: str, method: str, seed: int, sets: list[str], timeout: float, reuse: bool = False) -> dict | None:
     """One run in its own process (so its peak RSS is its own); None when it failed or ran over."""
-    cmd = [sys.executable, __file__, "--one", name, method, str(seed), "--set", *sets]
+    cmd = [sys.executable, __file__, "--one", name, method, str(seed), *(["--reuse-denoisers"] if reuse else []), "--set", *sets]
     try:
         p = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout)
     except subprocess.TimeoutExpired:
@@ -152,10 +158,12 @@ def main() -> int:
     ap.add_argument("--merge", action="store_true", help="keep the other scenes/methods/seeds of an existing --out")
     ap.add_argument("--jobs", type=int, default=1, help="runs at a time (each run is single-threaded with train.threads=1)")
     ap.add_argument("--timeout", type=float, default=1200, help="seconds per run (the 20 min target)")
+    ap.add_argument("--reuse-denoisers", action="store_true", help="screening: load stage 1 from benchmarks/work/denoisers "
+                    "when this scene, seed and stage-1 config were fitted before (train s then counts stage 2 only)")
     ap.add_argument("--one", nargs=3, metavar=("SCENE", "METHOD", "SEED"), help=argparse.SUPPRESS)
     args = ap.parse_args()
     if args.one:
-        print(json.dumps(run_one(args.one[0], args.one[1], int(args.one[2]), args.sets)))
+        print(json.dumps(run_one(args.one[0], args.one[1], int(args.one[2]), args.sets, args.reuse_denoisers)))
         return 0
     out = Path(args.out)
     doc = json.loads(out.read_text()) if args.merge and out.exists() else {}
@@ -165,7 +173,7 @@ def main() -> int:
     scenes = doc.setdefault("scenes", {})
     todo = [(name, m, seed) for name in args.scenes for m in args.methods for seed in (args.seeds[:1] if m == "svm" else args.seeds)]
     with ThreadPoolExecutor(args.jobs) as pool:  # each run is its own subprocess: threads only wait
-        futures = {pool.submit(run_subprocess, *job, args.sets, args.timeout): job for job in todo}
+        futures = {pool.submit(run_subprocess, *job, args.sets, args.timeout, args.reuse_denoisers): job for job in todo}
         for fut in as_completed(futures):
             (name, m, seed), row = futures[fut], fut.result()
             if row is None:
