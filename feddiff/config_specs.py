@@ -161,6 +161,8 @@ class TrainSpec:
     # 0 in the general recipe: the tie trains the features the cross stream shares toward what
     # each modality predicts alone, and costs OA on every scene of benchmarks/generalise.py.
     mse_weight: float = field(default=0.0, metadata=_rng(0.0))
+    # Label smoothing of the stage-2 cross-entropy (0 = FedDiff as published).
+    label_smoothing: float = field(default=0.0, metadata=_rng(0.0, 0.9))
     augment: bool = True
     eval_batch: int = field(default=512, metadata=_rng(1))
     # Share of each class's training pixels held out to choose the stage-2 epoch count and

@@ -143,7 +143,7 @@ class LabelHolderApp:
         l2 = self.cfg.train.l2 * l2_penalty(self.head.named_parameters())
         if self.privacy.on:
             p = self.privacy
-            grads, grad_z, logits = noisy_head_step(self.head, z, y, p.sigma, p.clip, p.gen)
+            grads, grad_z, logits = noisy_head_step(self.head, z, y, p.sigma, p.clip, p.gen, self.cfg.train.label_smoothing)
             if l2.requires_grad:
                 l2.backward()
             for k, param in self.head.named_parameters():
@@ -154,7 +154,7 @@ class LabelHolderApp:
             return grad_z.numpy(), {}
         z.requires_grad_(True)
         logits = self.head(z)
-        ce = F.cross_entropy(logits, y)
+        ce = F.cross_entropy(logits, y, label_smoothing=self.cfg.train.label_smoothing)
         loss = ce + l2
         loss.backward()
         self.optimizer.step()

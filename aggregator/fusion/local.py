@@ -76,7 +76,7 @@ class LocalLabels:
     def loss(self, rnd: int, step: int, idx: np.ndarray, logits: torch.Tensor, singles: dict, y_all: torch.Tensor) -> tuple[dict, int]:
         """Backpropagates the loss into the head and the leaves; returns (loss parts, correct)."""
         t = self.cfg.train
-        loss, parts = feddiff_loss(logits, singles, y_all[idx], self.head.named_parameters(), t.mse_weight, t.l2)
+        loss, parts = feddiff_loss(logits, singles, y_all[idx], self.head.named_parameters(), t.mse_weight, t.l2, t.label_smoothing)
         loss.backward()
         return parts, int((logits.argmax(1) == y_all[idx]).sum())
 

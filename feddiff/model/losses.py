@@ -28,10 +28,12 @@ def feddiff_loss(
     named_params: Iterable[tuple[str, nn.Parameter]] = (),
     mse_weight: float = 1.0,
     l2: float = 0.0,
+    smoothing: float = 0.0,
 ) -> tuple[torch.Tensor, dict[str, float]]:
     """Total loss and its parts. The MSE target is the detached cross-stream logits: single
-    streams learn to agree with the fused prediction without dragging it toward one modality."""
-    ce = F.cross_entropy(logits, labels)
+    streams learn to agree with the fused prediction without dragging it toward one modality.
+    ``smoothing``: label smoothing of the cross-entropy (``train.label_smoothing``)."""
+    ce = F.cross_entropy(logits, labels, label_smoothing=smoothing)
     mse = torch.zeros(())
     for s in singles.values():
         mse = mse + F.mse_loss(s, logits.detach())

@@ -51,16 +51,17 @@ def noisy_mean_grad(mean_grad: torch.Tensor, sigma: float, clip: float, gen: Opt
 
 
 def noisy_head_step(head: nn.Module, z: torch.Tensor, y: torch.Tensor, sigma: float, clip: float,
-                    gen: Optional[torch.Generator] = None) -> tuple[dict[str, torch.Tensor], torch.Tensor, torch.Tensor]:
+                    gen: Optional[torch.Generator] = None, smoothing: float = 0.0) -> tuple[dict[str, torch.Tensor], torch.Tensor, torch.Tensor]:
     """DP-SGD on a head and its input in one release: per sample the joint gradient of its own
     cross-entropy w.r.t. (head parameters, input row) is clipped to ``clip``; the parameter sum
     and every input row get N(0, (sigma*clip)^2). Returns (mean parameter gradients, mean-loss
-    gradient of z, per-sample logits) so callers step an optimiser and release the rows."""
+    gradient of z, per-sample logits) so callers step an optimiser and release the rows.
+    ``smoothing``: label smoothing of each cross-entropy (``train.label_smoothing``)."""
     params = {k: v.detach() for k, v in head.named_parameters()}
 
     def loss_one(p: dict, zi: torch.Tensor, yi: torch.Tensor) -> torch.Tensor:
         logits = functional_call(head, p, (zi.unsqueeze(0),))
-        return nn.functional.cross_entropy(logits, yi.unsqueeze(0))
+        return nn.functional.cross_entropy(logits, yi.unsqueeze(0), label_smoothing=smoothing)
 
     gp, gz = vmap(grad(loss_one, argnums=(0, 1)), in_dims=(None, 0, 0))(params, z.detach(), y)
     b = z.shape[0]

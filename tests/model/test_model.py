@@ -152,3 +152,15 @@ def test_diffusion_features_equal_the_direct_noisy_encode(patch):
             xt = f.sqrt_ab[k] * x + f.sqrt_1mab[k] * f.noise[k]
             want = f.unet.encode(xt, torch.full((5,), t, dtype=torch.long))
             assert torch.allclose(got[:, k * c : (k + 1) * c], want, atol=1e-5)
+
+
+def test_label_smoothing_charges_a_certain_correct_prediction():
+    """A smoothed target keeps eps / K of the mass on every class, so a prediction certain of the
+    right class still pays for the wrong ones: (eps / K) * (sum of their log-probability gaps)."""
+    logits = torch.tensor([[20.0, -20.0, -20.0]])
+    y = torch.tensor([0])
+    hard, _ = feddiff_loss(logits, {}, y, (), 0.0, 0.0)
+    soft, parts = feddiff_loss(logits, {}, y, (), 0.0, 0.0, smoothing=0.1)
+    assert hard.item() < 1e-6
+    assert soft.item() == pytest.approx(0.1 / 3 * (40.0 + 40.0), rel=1e-4)
+    assert parts["ce"] == pytest.approx(soft.item())
