@@ -161,8 +161,11 @@ class TrainSpec:
     # 0 in the general recipe: the tie trains the features the cross stream shares toward what
     # each modality predicts alone, and costs OA on every scene of benchmarks/generalise.py.
     mse_weight: float = field(default=0.0, metadata=_rng(0.0))
-    # Label smoothing of the stage-2 cross-entropy (0 = FedDiff as published).
-    label_smoothing: float = field(default=0.0, metadata=_rng(0.0, 0.9))
+    # Label smoothing of the stage-2 cross-entropy (0 = FedDiff as published). 0.1 in the general
+    # recipe: with a few labels per class the head otherwise drives its logits apart until it
+    # fits the training fields exactly, and which exact fit it lands in varies by seed; over the
+    # scenes of benchmarks/generalise.py 0.1 raised OA on all six (docs/results.md).
+    label_smoothing: float = field(default=0.1, metadata=_rng(0.0, 0.9))
     augment: bool = True
     eval_batch: int = field(default=512, metadata=_rng(1))
     # Share of each class's training pixels held out to choose the stage-2 epoch count and

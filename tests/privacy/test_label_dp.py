@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 
+import pytest
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
@@ -32,13 +33,14 @@ def test_noisy_mean_grad_without_noise_is_the_clipped_mean_grad():
     assert float((noisy_mean_grad(g, 0.0, 1e-3) * 16).norm(dim=1).max()) <= 1e-3 + 1e-7
 
 
-def test_dp_head_step_without_noise_is_the_ordinary_gradient():
+@pytest.mark.parametrize("smoothing", [0.0, 0.1])
+def test_dp_head_step_without_noise_is_the_ordinary_gradient(smoothing):
     torch.manual_seed(0)
     head = nn.Sequential(nn.SiLU(), nn.Linear(6, 5), nn.SiLU(), nn.Linear(5, 3))
     z = torch.randn(10, 6, requires_grad=True)
     y = torch.randint(0, 3, (10,))
-    F.cross_entropy(head(z), y).backward()
-    params, gz, logits = noisy_head_step(head, z, y, sigma=0.0, clip=1e6)
+    F.cross_entropy(head(z), y, label_smoothing=smoothing).backward()
+    params, gz, logits = noisy_head_step(head, z, y, sigma=0.0, clip=1e6, smoothing=smoothing)
     assert torch.allclose(gz, z.grad, atol=1e-6)
     for k, p in head.named_parameters():
         assert torch.allclose(params[k], p.grad, atol=1e-6)
