@@ -13,7 +13,9 @@ and prints one table with FedDiff's margin over the SVM and the CNN.
 
 ``--set`` runs a candidate recipe (dotted keys over the defaults, YAML values) on every scene:
 the recipe search is this benchmark rerun per candidate, never a per-scene change, and never
-a look at test pixels beyond the final report each run writes.
+a look at test pixels beyond the final report each run writes. ``--reuse-denoisers`` keeps each
+scene's and seed's stage 1 in benchmarks/work/denoisers (``denoiser_cache``), so a stage-2
+candidate costs stage 2 only; its rows are those of a full run, but its train seconds are not.
 """
 
 from __future__ import annotations
