@@ -36,10 +36,10 @@ def reuse_denoisers(scene_name: str) -> None:
     fit = centralised.pretrain_denoiser
 
     def cached(branch, source, cfg, seed, progress=True, desc="pretrain"):
-        modality = desc.removeprefix("pretrain ").strip()  # train_centralised names each call "pretrain <modality>"
-        path = CACHE / f"{scene_name}-{modality}-{stage1_key(cfg, scene_name, modality)}.pt"
         if not branch.use_diffusion or cfg.train.pretrain_steps == 0:
             return fit(branch, source, cfg, seed, progress, desc)
+        modality = desc.removeprefix("pretrain ").strip()  # train_centralised names each call "pretrain <modality>"
+        path = CACHE / f"{scene_name}-{modality}-{stage1_key(cfg, scene_name, modality)}.pt"
         if path.exists():
             branch.unet.load_state_dict(torch.load(path))
             branch.freeze_denoiser()
