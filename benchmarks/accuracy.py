@@ -5,6 +5,9 @@ pixel spectra + LiDAR, and a plain two-branch CNN with the same patch size and e
 Writes benchmarks/results/accuracy.json and prints a table (mean +- sd over seeds).
 
     python benchmarks/accuracy.py [--config configs/trento_sim.yaml] [--seeds 0 1 2] [--only feddiff svm] [--merge]
+        [--set model.members=1 train.label_smoothing=0.1]
+
+``--set`` changes dotted keys of the config for this run (YAML-like values); the JSON records them.
 """
 
 from __future__ import annotations
@@ -24,8 +27,9 @@ import torch.nn.functional as F
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(ROOT / "benchmarks"))
 
-from feddiff.config import load_config  # noqa: E402
+from feddiff.config import config_from_dict, config_to_dict, load_config  # noqa: E402
 from feddiff.data.loader import load_scene  # noqa: E402
 from feddiff.metrics import classification_metrics  # noqa: E402
 from feddiff.model.branch import conv_path  # noqa: E402
@@ -33,6 +37,7 @@ from feddiff.data.sources import pixel_sets, sources  # noqa: E402
 from feddiff.model.centralised import train_centralised  # noqa: E402
 from feddiff.model.optim import cosine_lr, set_lr, stage2_plan  # noqa: E402
 from feddiff.model.pretrain import set_seed  # noqa: E402
+from overrides import apply_sets  # noqa: E402
 
 METHODS = ["feddiff", "feddiff_no_diffusion", "hsi_only", "lidar_only", "svm", "cnn_two_branch"]
 
@@ -109,8 +114,11 @@ def main() -> int:
     ap.add_argument("--only", nargs="+", choices=METHODS, default=METHODS)
     ap.add_argument("--out", default=str(ROOT / "benchmarks" / "results" / "accuracy.json"))
     ap.add_argument("--merge", action="store_true", help="keep the other rows of an existing --out (same config) and replace only the rows run now")
+    ap.add_argument("--set", nargs="*", default=[], dest="sets", help="dotted.key=value over the config")
     args = ap.parse_args()
     cfg0 = load_config(args.config)
+    if args.sets:
+        cfg0 = config_from_dict(apply_sets(config_to_dict(cfg0), args.sets), cfg0.source)
     scene = load_scene(cfg0)
     runs: dict[str, list[dict]] = {m: [] for m in args.only}
     for seed in args.seeds:
@@ -129,7 +137,7 @@ def main() -> int:
     out = Path(args.out)
     if args.merge and out.exists():
         old = json.loads(out.read_text())
-        if old.get("config") == args.config:
+        if old.get("config") == args.config and old.get("set", []) == args.sets:
             rows.update(old["rows"])
     for m, rs in runs.items():
         oa = np.array([r["oa"] for r in rs]) * 100
@@ -137,10 +145,10 @@ def main() -> int:
             "oa_mean": float(oa.mean()), "oa_sd": float(oa.std(ddof=1)) if len(oa) > 1 else 0.0,
             "aa_mean": float(np.mean([r["aa"] for r in rs]) * 100), "kappa_mean": float(np.mean([r["kappa"] for r in rs])),
             "train_s": float(np.mean([r["train_s"] for r in rs])), "peak_rss_mb": float(max(r["peak_rss_mb"] for r in rs)),
-            "seeds": args.seeds,
+            "seeds": args.seeds, "oa_per_seed": [round(float(v), 2) for v in oa],
         }
     out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps({"config": args.config, "rows": rows}, indent=2))
+    out.write_text(json.dumps({"config": args.config, "set": args.sets, "rows": rows}, indent=2))
     print(f"\n| method | OA % (mean +- sd) | AA % | kappa | train s | peak RSS MB |\n|---|---|---|---|---|---|")
     for m, r in rows.items():
         print(f"| {m} | {r['oa_mean']:.2f} +- {r['oa_sd']:.2f} | {r['aa_mean']:.2f} | {r['kappa_mean']:.4f} | {r['train_s']:.0f} | {r['peak_rss_mb']:.0f} |")

@@ -40,27 +40,12 @@ METHODS = ["feddiff", "feddiff_no_diffusion", "svm", "cnn_two_branch"]
 OUT = ROOT / "benchmarks" / "results" / "generalise.json"
 
 
-def _value(text: str):
-    """JSON where it parses (numbers, true/false, lists), the plain string otherwise: YAML
-    would read ``off`` as false."""
-    try:
-        return json.loads(text)
-    except json.JSONDecodeError:
-        return text
-
-
 def recipe(sets: list[str], seed: int):
     """The default config with ``--set`` overrides and the run's seed."""
     from feddiff.config import config_from_dict
+    from overrides import apply_sets
 
-    data: dict = {"name": "generalise", "train": {"seed": seed}}
-    for item in sets:
-        key, _, value = item.partition("=")
-        node = data
-        *path, leaf = key.split(".")
-        for part in path:
-            node = node.setdefault(part, {})
-        node[leaf] = _value(value)
+    data = apply_sets({"name": "generalise", "train": {"seed": seed}}, sets)
     return config_from_dict(data, "<generalise>", check_files=False)
 
 

@@ -122,7 +122,6 @@ def federated_job(cfg: Config, pre: dict, work: Path, security: str = "none", la
     shutil.rmtree(work, ignore_errors=True)
     work.mkdir(parents=True)
     data = config_to_dict(cfg)
-    data.pop("source", None)
     for m, src in data["scene"]["modalities"].items():
         src["path"] = str(cfg.resolve(src["path"]))
     for k in ("train_labels", "test_labels", "labels"):

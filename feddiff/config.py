@@ -266,5 +266,9 @@ def config_hash(cfg: Config) -> str:
 
 
 def config_to_dict(cfg: Config) -> dict:
+    """The mapping ``config_from_dict`` reads back into an equal config (internal fields left out)."""
     d = dataclasses.asdict(cfg)
+    for f in dataclasses.fields(Config):
+        if f.metadata.get("internal"):
+            d.pop(f.name, None)
     return d

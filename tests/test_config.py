@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from feddiff.config import config_from_dict, load_config
+from feddiff.config import config_from_dict, config_to_dict, load_config
 from feddiff.errors import ConfigError
 
 CONFIGS = Path(__file__).resolve().parents[1] / "configs"
@@ -61,6 +61,13 @@ def test_paths_resolve_relative_to_the_config_file(tmp_path):
     p = write(tmp_path, "scene:\n  modalities:\n    hsi: {path: d/h.npy}\n  train_labels: {path: d/tr.npy}\n  test_labels: {path: d/te.npy}\n")
     cfg = load_config(p)
     assert cfg.resolve(cfg.scene.modalities["hsi"].path) == (tmp_path / "d" / "h.npy").resolve()
+
+
+def test_a_config_written_as_a_mapping_reads_back_equal():
+    from feddiff_app.demo import DEMO_CONFIG
+
+    cfg = load_config(DEMO_CONFIG)
+    assert config_from_dict(config_to_dict(cfg), cfg.source) == cfg
 
 
 def test_demo_config_loads():
