@@ -66,7 +66,7 @@ class LocalLabels:
         for step, ((idx, _), (wire, pending)) in enumerate(zip(plan, stream)):
             self.link.status.update(phase="training", round=rnd, step=step, steps=len(plan))
             leaves = {m: w.clone().requires_grad_(True) for m, w in wire.items()}
-            logits, singles = self.head(leaves)
+            logits, singles = self.head(leaves, self.cfg.train.mse_weight > 0)
             self.optimizer.zero_grad(set_to_none=True)
             parts, ok = self.loss(rnd, step, idx, logits, singles, y_all)
             self.optimizer.step()
@@ -89,7 +89,7 @@ class LocalLabels:
         stream = self.features.stream(tag, [(rows[idx], cols[idx], None) for idx in parts], False)
         for i, (idx, (wire, _)) in enumerate(zip(parts, stream)):
             self.link.status.update(phase="evaluating", step=i)
-            out[idx] = self.head(wire)[0].argmax(1).numpy()
+            out[idx] = self.head(wire, False)[0].argmax(1).numpy()
         return out
 
     def score(self, pred: np.ndarray, labels: Labels, tag: int) -> dict:

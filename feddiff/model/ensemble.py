@@ -54,7 +54,7 @@ class EnsembleNet(nn.Module):
         """(log of the members' mean class probabilities, {}): argmax and softmax of it are the
         ensemble's prediction and probabilities."""
         feats = {m: self.branches[m].diffusion_features(patches[m]) for m in self.modalities}
-        probs = [torch.softmax(net(patches, feats)[0], dim=1) for net in self.members]
+        probs = [torch.softmax(net(patches, feats, with_singles=False)[0], dim=1) for net in self.members]
         return torch.log(torch.stack(probs).mean(dim=0)), {}
 
 

@@ -102,14 +102,17 @@ class FusionHead(nn.Module):
         shape = (-1, self.channels, 2, 2)
         return self.bottleneck(flat[:, :half].reshape(shape)), self.bottleneck(flat[:, half:].reshape(shape))
 
-    def forward(self, wire: dict[str, torch.Tensor]) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
-        """Returns (prediction logits, per-modality single-stream logits)."""
+    def forward(self, wire: dict[str, torch.Tensor], with_singles: bool = True) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+        """Returns (prediction logits, per-modality single-stream logits). The single streams
+        feed only the loss's MSE tie, so ``with_singles=False`` (no tie, or inference) skips
+        them and returns ``{}``: two thirds of a two-modality head's work."""
         maps = {m: self.unflatten(m, wire[m]) for m in self.modalities}
         if self.training and self.diff_dropout > 0:
             maps = {m: (raw, self._drop_map(diff)) for m, (raw, diff) in maps.items()}
-        singles = {m: self.single[m](raw, diff) for m, (raw, diff) in maps.items()}
         if self.cross is None:
-            return next(iter(singles.values())), {}
+            (raw, diff), = maps.values()
+            return self.single[self.modalities[0]](raw, diff), {}
+        singles = {m: self.single[m](raw, diff) for m, (raw, diff) in maps.items()} if with_singles else {}
         logits = []
         for a, b in modality_pairs(self.modalities):
             stream = self.cross if not logits else self.pairs[pair_key(a, b)]

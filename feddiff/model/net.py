@@ -24,11 +24,12 @@ class FedDiffNet(nn.Module):
         self.head = build_head(self.modalities, num_classes, spec, seed)
 
     def forward(
-        self, patches: dict[str, torch.Tensor], feats: dict[str, torch.Tensor] | None = None
+        self, patches: dict[str, torch.Tensor], feats: dict[str, torch.Tensor] | None = None, with_singles: bool = True
     ) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
-        """``feats``: each branch's ``diffusion_features``, when an ensemble computed them once."""
+        """``feats``: each branch's ``diffusion_features``, when an ensemble computed them once;
+        ``with_singles``: see ``FusionHead.forward``."""
         wire = {m: self.branches[m](patches[m], None if feats is None else feats[m]) for m in self.modalities}
-        return self.head(wire)
+        return self.head(wire, with_singles)
 
 
 def branch_seed(seed: int, modality: str) -> int:

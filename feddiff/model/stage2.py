@@ -61,7 +61,7 @@ def train_classifier(
         for idx, dih in plan:
             patches = {m: s.patches(train.rows[idx], train.cols[idx], dih) for m, s in srcs.items()}
             feats = cache.features(net, patches, train.rows[idx], train.cols[idx], dih) if cache is not None else None
-            logits, singles = net(patches, feats)
+            logits, singles = net(patches, feats, with_singles=t.mse_weight > 0)
             loss, parts = feddiff_loss(logits, singles, labels[idx], net.named_parameters(), t.mse_weight, t.l2, t.label_smoothing)
             opt.zero_grad(set_to_none=True)
             loss.backward()

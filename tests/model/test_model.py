@@ -125,6 +125,21 @@ def test_l2_term_is_real():
     assert p1["mse"] > 0 and p1["ce"] > 0
 
 
+def test_without_the_mse_tie_skipping_the_single_streams_changes_no_gradient():
+    x = {"hsi": torch.randn(5, 4, 8, 8), "lidar": torch.randn(5, 2, 8, 8)}
+    y = torch.tensor([0, 1, 2, 0, 1])
+    grads = []
+    for with_singles in (True, False):
+        torch.manual_seed(0)
+        net = FedDiffNet({"hsi": 4, "lidar": 2}, 3, SMALL)
+        logits, singles = net(x, with_singles=with_singles)
+        assert bool(singles) == with_singles
+        loss, _ = feddiff_loss(logits, singles, y, net.named_parameters(), 0.0, 1e-3)
+        loss.backward()
+        grads.append({n: torch.zeros_like(p) if p.grad is None else p.grad for n, p in net.named_parameters()})
+    assert all(torch.equal(grads[0][n], grads[1][n]) for n in grads[0])
+
+
 def test_diffusion_features_are_deterministic_and_branch_seeded():
     a = build_branch(4, SMALL, 0, "hsi")
     b = build_branch(4, SMALL, 0, "hsi")
