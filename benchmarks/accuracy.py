@@ -93,7 +93,7 @@ def run_cnn(cfg, scene) -> dict:
         set_lr(opt, cosine_lr(cfg.train.lr, epoch, cfg.train.epochs))
         for idx, dih in stage2_plan(cfg.train, len(train), epoch):  # FedDiff's own step budget
             x = {m: s.patches(train.rows[idx], train.cols[idx], dih) for m, s in srcs.items()}
-            loss = F.cross_entropy(net(x), y[idx])
+            loss = F.cross_entropy(net(x), y[idx], label_smoothing=cfg.train.label_smoothing)  # FedDiff's own loss recipe
             opt.zero_grad()
             loss.backward()
             opt.step()

@@ -14,6 +14,7 @@ import hashlib
 import json
 from pathlib import Path
 
+import numpy as np
 import torch
 
 import feddiff.model.centralised as centralised
@@ -21,16 +22,24 @@ import feddiff.model.centralised as centralised
 CACHE = Path(__file__).resolve().parent / "work" / "denoisers"
 
 
-def stage1_key(cfg, scene_name: str, modality: str) -> str:
-    """Everything stage 1 reads, hashed: a changed denoiser setting never loads a stale file."""
+def stage1_key(branch, source, cfg, seed: int) -> str:
+    """Everything stage 1 reads, hashed: the denoiser's initial weights, the normalised raster it
+    draws patches from, its seed and the stage-1 settings. Keyed by content rather than by scene
+    and modality name, so a changed scene, split of modalities or setting never loads a stale file."""
     m, t = cfg.model, cfg.train
-    what = {"scene": scene_name, "modality": modality, "seed": t.seed, "patch": m.patch_size, "denoiser": m.denoiser,
-            "unet": dataclasses.asdict(m.unet), "schedule": dataclasses.asdict(m.schedule),
-            "steps": t.pretrain_steps, "batch": t.pretrain_batch, "lr": t.pretrain_lr, "augment": t.augment}
-    return hashlib.sha256(json.dumps(what, sort_keys=True).encode()).hexdigest()[:16]
+    h = hashlib.sha256()
+    for name, tensor in sorted(branch.unet.state_dict().items()):
+        h.update(name.encode())
+        h.update(tensor.detach().contiguous().numpy().tobytes())
+    h.update(np.ascontiguousarray(source.padded).tobytes())
+    what = {"seed": seed, "patch": m.patch_size, "denoiser": m.denoiser, "unet": dataclasses.asdict(m.unet),
+            "schedule": dataclasses.asdict(m.schedule), "steps": t.pretrain_steps, "batch": t.pretrain_batch,
+            "lr": t.pretrain_lr, "augment": t.augment}
+    h.update(json.dumps(what, sort_keys=True).encode())
+    return h.hexdigest()[:20]
 
 
-def reuse_denoisers(scene_name: str) -> None:
+def reuse_denoisers() -> None:
     """From now on, this process's centralised training loads a cached denoiser where one
     exists and stores the one it fits where none does."""
     fit = centralised.pretrain_denoiser
@@ -38,8 +47,7 @@ def reuse_denoisers(scene_name: str) -> None:
     def cached(branch, source, cfg, seed, progress=True, desc="pretrain"):
         if not branch.use_diffusion or cfg.train.pretrain_steps == 0:
             return fit(branch, source, cfg, seed, progress, desc)
-        modality = desc.removeprefix("pretrain ").strip()  # train_centralised names each call "pretrain <modality>"
-        path = CACHE / f"{scene_name}-{modality}-{stage1_key(cfg, scene_name, modality)}.pt"
+        path = CACHE / f"{stage1_key(branch, source, cfg, seed)}.pt"
         if path.exists():
             branch.unet.load_state_dict(torch.load(path))
             branch.freeze_denoiser()

@@ -58,7 +58,7 @@ def run_one(scene_name: str, method: str, seed: int, sets: list[str], reuse: boo
     if reuse:
         from denoiser_cache import reuse_denoisers
 
-        reuse_denoisers(scene_name)
+        reuse_denoisers()
 
     from feddiff.baselines import svm_baseline
     from feddiff.model.centralised import effective_config, train_centralised

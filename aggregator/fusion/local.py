@@ -17,7 +17,7 @@ import torch
 from feddiff.config import Config
 from feddiff.data.sources import PixelSet
 from feddiff.metrics import classification_metrics
-from feddiff.model.losses import feddiff_loss, l2_penalty
+from feddiff.model.losses import feddiff_loss, label_free_terms
 from feddiff.model.net import build_head
 from feddiff.model.optim import batches, cosine_lr, load_optimizer_state, make_optimizer, set_lr
 from feddiff.protocol.label_messages import LABEL_DP, CeGrad, Logits
@@ -113,8 +113,7 @@ class StationLabels(LocalLabels):
         t, holder = self.cfg.train, self.link.holder
         self.link.send(holder, Logits(logits.detach().numpy(), idx), round=rnd, step=step)
         reply: CeGrad = self.link.collect(CeGrad, {holder}, rnd, step)[holder]
-        mse = sum((torch.nn.functional.mse_loss(s, logits.detach()) for s in singles.values()), torch.zeros(()))
-        rest = t.mse_weight * mse + (t.l2 * l2_penalty(self.head.named_parameters()) if t.l2 > 0 else torch.zeros(()))
+        rest, mse, _ = label_free_terms(logits, singles, self.head.named_parameters(), t.mse_weight, t.l2)
         if reply.grad.shape != tuple(logits.shape):
             raise RoundFailed("bad_reply", [holder])
         torch.autograd.backward([logits, rest], [torch.from_numpy(reply.grad).float(), torch.ones(())])
