@@ -1,7 +1,7 @@
 """Accuracy benchmark on Trento (simulated HSI over real LiDAR + labels, standard split).
 
 Rows: FedDiff fusion, FedDiff without diffusion features, HSI only, LiDAR only, an RBF SVM on
-pixel spectra + LiDAR, and a plain two-branch CNN with the same patch size and epoch budget.
+pixel spectra + LiDAR, and a two-branch CNN with the same patch size, epoch budget and loss (label smoothing, L2).
 Writes benchmarks/results/accuracy.json and prints a table (mean +- sd over seeds).
 
     python benchmarks/accuracy.py [--config configs/trento_sim.yaml] [--seeds 0 1 2] [--only feddiff svm] [--merge]

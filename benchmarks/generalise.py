@@ -1,5 +1,5 @@
 """Does one config win everywhere? FedDiff with the DEFAULTS of feddiff/config.py on six scenes
-nobody tuned for, against an RBF SVM and a plain two-branch CNN (benchmarks/generalise_scenes.py
+nobody tuned for, against an RBF SVM and a two-branch CNN (benchmarks/generalise_scenes.py
 says how each scene is made).
 
 Rows per scene: feddiff (per seed), feddiff_no_diffusion, svm (C/gamma by 3-fold CV on the
