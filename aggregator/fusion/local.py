@@ -19,7 +19,7 @@ from feddiff.data.sources import PixelSet
 from feddiff.metrics import classification_metrics
 from feddiff.model.losses import feddiff_loss, label_free_terms
 from feddiff.model.net import build_head
-from feddiff.model.optim import batches, cosine_lr, load_optimizer_state, make_optimizer, set_lr
+from feddiff.model.optim import batches, cosine_lr, load_optimizer_state, make_optimizer, set_lr, step_generator
 from feddiff.protocol.label_messages import LABEL_DP, CeGrad, Logits
 from feddiff.protocol.messages import Hello
 from feddiff.state.snapshot import Committed
@@ -66,7 +66,8 @@ class LocalLabels:
         for step, ((idx, _), (wire, pending)) in enumerate(zip(plan, stream)):
             self.link.status.update(phase="training", round=rnd, step=step, steps=len(plan))
             leaves = {m: w.clone().requires_grad_(True) for m, w in wire.items()}
-            logits, singles = self.head(leaves, self.cfg.train.mse_weight > 0)
+            t = self.cfg.train
+            logits, singles = self.head(leaves, t.mse_weight > 0, step_generator(t.seed, rnd, step))
             self.optimizer.zero_grad(set_to_none=True)
             parts, ok = self.loss(rnd, step, idx, logits, singles, y_all)
             self.optimizer.step()

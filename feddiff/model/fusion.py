@@ -38,7 +38,9 @@ class Stream(nn.Module):
     ten epochs, and which of its many exact fits it lands in decides several points of test OA.
     On one set of Trento denoisers, five stage-2 seeds gave 88.7-98.2 % without dropout and
     95.5-97.6 % with p = 0.5 (README, "Measured results"; ``benchmarks/stage2_spread.py``).
-    It is the identity at inference, so export and the wire are unchanged."""
+    It is the identity at inference, so export and the wire are unchanged. The masks come from
+    the generator the caller passes (``optim.step_generator``), so the aggregator's head drops
+    what centralised training's head drops."""
 
     def __init__(self, channels: int, num_classes: int, groups: int, dropout: float = 0.0) -> None:
         super().__init__()
@@ -50,12 +52,15 @@ class Stream(nn.Module):
             nn.Conv2d(channels, channels, 1),
             nn.SiLU(),
         )
-        self.drop = nn.Dropout(dropout)
+        self.dropout = dropout
         self.classifier = nn.Linear(channels, num_classes)
 
-    def forward(self, a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
-        h = self.convs(self.fr(a, b))
-        return self.classifier(self.drop(h.mean(dim=(2, 3))))
+    def forward(self, a: torch.Tensor, b: torch.Tensor, masks: torch.Generator | None = None) -> torch.Tensor:
+        h = self.convs(self.fr(a, b)).mean(dim=(2, 3))
+        if self.training and self.dropout > 0:
+            keep = torch.rand(h.shape, generator=masks) >= self.dropout
+            h = h * keep / (1.0 - self.dropout)
+        return self.classifier(h)
 
 
 class FusionHead(nn.Module):
@@ -102,28 +107,31 @@ class FusionHead(nn.Module):
         shape = (-1, self.channels, 2, 2)
         return self.bottleneck(flat[:, :half].reshape(shape)), self.bottleneck(flat[:, half:].reshape(shape))
 
-    def forward(self, wire: dict[str, torch.Tensor], with_singles: bool = True) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+    def forward(
+        self, wire: dict[str, torch.Tensor], with_singles: bool = True, masks: torch.Generator | None = None
+    ) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
         """Returns (prediction logits, per-modality single-stream logits). The single streams
         feed only the loss's MSE tie, so ``with_singles=False`` (no tie, or inference) skips
-        them and returns ``{}``: two thirds of a two-modality head's work."""
+        them and returns ``{}``: two thirds of a two-modality head's work. ``masks``: the
+        generator of this step's dropout masks (``optim.step_generator``)."""
         maps = {m: self.unflatten(m, wire[m]) for m in self.modalities}
         if self.training and self.diff_dropout > 0:
-            maps = {m: (raw, self._drop_map(diff)) for m, (raw, diff) in maps.items()}
+            maps = {m: (raw, self._drop_map(diff, masks)) for m, (raw, diff) in maps.items()}
         if self.cross is None:
             (raw, diff), = maps.values()
-            return self.single[self.modalities[0]](raw, diff), {}
-        singles = {m: self.single[m](raw, diff) for m, (raw, diff) in maps.items()} if with_singles else {}
+            return self.single[self.modalities[0]](raw, diff, masks), {}
+        singles = {m: self.single[m](raw, diff, masks) for m, (raw, diff) in maps.items()} if with_singles else {}
         logits = []
         for a, b in modality_pairs(self.modalities):
             stream = self.cross if not logits else self.pairs[pair_key(a, b)]
             (ra, da), (rb, db) = maps[a], maps[b]
-            logits.append(stream(ra + db, rb + da))
+            logits.append(stream(ra + db, rb + da, masks))
         return (logits[0] if len(logits) == 1 else torch.stack(logits).mean(dim=0)), singles
 
-    def _drop_map(self, diff: torch.Tensor) -> torch.Tensor:
+    def _drop_map(self, diff: torch.Tensor, masks: torch.Generator | None) -> torch.Tensor:
         """Zero whole diffusion maps of random pixels, the rest scaled by 1 / (1 - p): what the
         raw maps alone say must also reach the prediction."""
-        keep = torch.rand(diff.shape[0], 1, 1, 1, dtype=diff.dtype, device=diff.device) >= self.diff_dropout
+        keep = torch.rand(diff.shape[0], 1, 1, 1, dtype=diff.dtype, generator=masks) >= self.diff_dropout
         return diff * keep / (1.0 - self.diff_dropout)
 
 

@@ -24,12 +24,16 @@ class FedDiffNet(nn.Module):
         self.head = build_head(self.modalities, num_classes, spec, seed)
 
     def forward(
-        self, patches: dict[str, torch.Tensor], feats: dict[str, torch.Tensor] | None = None, with_singles: bool = True
+        self,
+        patches: dict[str, torch.Tensor],
+        feats: dict[str, torch.Tensor] | None = None,
+        with_singles: bool = True,
+        masks: torch.Generator | None = None,
     ) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
         """``feats``: each branch's ``diffusion_features``, when an ensemble computed them once;
-        ``with_singles``: see ``FusionHead.forward``."""
+        ``with_singles`` and ``masks``: see ``FusionHead.forward``."""
         wire = {m: self.branches[m](patches[m], None if feats is None else feats[m]) for m in self.modalities}
-        return self.head(wire, with_singles)
+        return self.head(wire, with_singles, masks)
 
 
 def branch_seed(seed: int, modality: str) -> int:

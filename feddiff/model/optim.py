@@ -59,6 +59,15 @@ def epoch_rng(seed: int, epoch: int) -> np.random.Generator:
     return np.random.default_rng([seed, epoch])
 
 
+def step_generator(seed: int, epoch: int, step: int) -> torch.Generator:
+    """The generator of one stage-2 step's dropout masks: a pure function of (seed, epoch, step),
+    so the aggregator, which holds the head but not the branches, draws the masks centralised
+    training draws (its global generator is at another state), and a resumed job those an
+    uninterrupted one would."""
+    key = np.random.SeedSequence([seed, epoch, step]).generate_state(2, np.uint64)[0]
+    return torch.Generator().manual_seed(int(key) >> 1)
+
+
 def cosine_lr(base: float, epoch: int, epochs: int) -> float:
     """Learning rate of an epoch; a pure function of the epoch so a resumed job needs no
     scheduler state."""

@@ -19,7 +19,7 @@ from feddiff.model.featcache import FeatureCache
 from feddiff.model.ensemble import EnsembleNet, member_config, members
 from feddiff.model.losses import feddiff_loss
 from feddiff.model.net import FedDiffNet
-from feddiff.model.optim import batches, cosine_lr, make_optimizer, plan_samples, set_lr, stage2_plan
+from feddiff.model.optim import batches, cosine_lr, make_optimizer, plan_samples, set_lr, stage2_plan, step_generator
 
 log = logging.getLogger("feddiff.train")
 
@@ -58,10 +58,10 @@ def train_classifier(
         parts_sum: dict[str, float] = {}
         correct = 0
         plan = stage2_plan(t, len(train), epoch)
-        for idx, dih in plan:
+        for step, (idx, dih) in enumerate(plan):
             patches = {m: s.patches(train.rows[idx], train.cols[idx], dih) for m, s in srcs.items()}
             feats = cache.features(net, patches, train.rows[idx], train.cols[idx], dih) if cache is not None else None
-            logits, singles = net(patches, feats, with_singles=t.mse_weight > 0)
+            logits, singles = net(patches, feats, t.mse_weight > 0, step_generator(t.seed, epoch, step))
             loss, parts = feddiff_loss(logits, singles, labels[idx], net.named_parameters(), t.mse_weight, t.l2, t.label_smoothing)
             opt.zero_grad(set_to_none=True)
             loss.backward()

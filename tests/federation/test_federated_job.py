@@ -106,6 +106,20 @@ def test_full_federated_run(tmp_path, mosquitto):
     assert_centralised_trajectory(job, tmp_path / "state", r["history"])
 
 
+def test_head_dropouts_keep_the_federated_job_on_the_centralised_trajectory(tmp_path, mosquitto):
+    """Dropout in the fusion head (``model.dropout``, ``model.diff_dropout``) draws random masks
+    at the aggregator; the job must draw the ones centralised training draws, or the two would
+    learn different models."""
+    job = write_job(tmp_path, mosquitto, train={"epochs": 3})
+    data = yaml.safe_load(job.read_text())
+    data["model"].update(dropout=0.3, diff_dropout=0.3)
+    job.write_text(yaml.safe_dump(data))
+    agg = spawn(tmp_path, "aggregator", "--config", str(job))
+    edges = run_edges(tmp_path, job)
+    finish([agg, *edges.values()])
+    assert_centralised_trajectory(job, tmp_path / "state", report(tmp_path)["history"])
+
+
 def assert_centralised_trajectory(job, state, history):
     """Cut at the wire, pipelined (stations compute the next batch's frozen features before the
     current gradient arrives), the job must still be plain stage-2 training: the same losses,
