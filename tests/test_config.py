@@ -88,7 +88,7 @@ def test_trento_accuracy_config_differs_from_the_deployed_one_only_where_documen
     fast, accurate = load_config(CONFIGS / "trento_sim.yaml"), load_config(CONFIGS / "trento_sim_accurate.yaml")
     assert accurate.scene == fast.scene and accurate.federation == fast.federation
     assert (accurate.model.unet.base_channels, fast.model.unet.base_channels) == (32, 16)
-    assert (accurate.train.pretrain_steps, accurate.train.mse_weight, accurate.train.l2) == (6000, 0.0, 0.0)
+    assert (accurate.train.pretrain_steps, accurate.train.mse_weight, accurate.train.l2, accurate.train.label_smoothing) == (6000, 0.0, 0.0, 0.0)
     assert (accurate.model.dropout, fast.model.dropout) == (0.5, 0.0)
     assert (accurate.model.members, fast.model.members) == (5, 1)
     same = dataclasses.replace(accurate.model, unet=fast.model.unet, dropout=0.0, members=1)

@@ -112,7 +112,7 @@ class FusionHead(nn.Module):
     ) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
         """Returns (prediction logits, per-modality single-stream logits). The single streams
         feed only the loss's MSE tie, so ``with_singles=False`` (no tie, or inference) skips
-        them and returns ``{}``: two thirds of a two-modality head's work. ``masks``: the
+        them and returns ``{}`` (two of a two-modality head's three streams). ``masks``: the
         generator of this step's dropout masks (``optim.step_generator``)."""
         maps = {m: self.unflatten(m, wire[m]) for m in self.modalities}
         if self.training and self.diff_dropout > 0:
