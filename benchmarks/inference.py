@@ -14,6 +14,7 @@ schedule of the same round, never only with the one ONNX Runtime is best at.
     python benchmarks/inference.py --checkpoint out/trento/model.pt
     python benchmarks/inference.py                       # trains a small model first (minutes)
     python benchmarks/inference.py --max-pixels 20000 --test-pixels 3000   # a quicker look
+    python benchmarks/inference.py --config C --as-configured --set model.members=1   # time C's own architecture
     python benchmarks/inference.py --checkpoint C --batch 2048 --out benchmarks/results/inference_batch2048.json
 
 The variants run in interleaved rounds (``--repeats``, default 3): this machine's speed drifts
@@ -35,6 +36,7 @@ import numpy as np
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(ROOT / "benchmarks"))
 CONFIG = ROOT / "configs" / "trento_sim.yaml"
 RESULTS = ROOT / "benchmarks" / "results" / "inference.json"
 SMALL = {"unet": {"base_channels": 16}, "head_channels": 32, "comm": {"rank": 16}}
@@ -88,21 +90,22 @@ def paired_worker(args: argparse.Namespace) -> None:
     print(json.dumps(doc))
 
 
-def train_small(config: str, out: Path) -> Path:
-    """A small Trento model (minutes on 2 cores): enough to compare runtimes and quantisation."""
-    import dataclasses
-
-    from feddiff.config import config_from_dict, load_config
+def train_small(config: str, out: Path, as_configured: bool = False, sets: tuple[str, ...] = ()) -> Path:
+    """A Trento model trained briefly (minutes on 2 cores): enough to compare runtimes and
+    quantisation. Small unless ``as_configured`` keeps the config's sizes (to time a deployed
+    architecture; its OA then says nothing); ``sets``: ``--set`` overrides of the config."""
+    from feddiff.config import config_from_dict, config_to_dict, load_config
     from feddiff.data.loader import load_scene
     from feddiff.model.checkpoint import save_checkpoint
     from feddiff.model.centralised import train_centralised
+    from overrides import apply_sets
 
     cfg = load_config(config)
-    d = dataclasses.asdict(cfg)
-    d.pop("source", None)
-    d["model"]["unet"].update(SMALL["unet"])
-    d["model"]["head_channels"] = SMALL["head_channels"]
-    d["model"]["comm"].update(SMALL["comm"])
+    d = apply_sets(config_to_dict(cfg), list(sets))
+    if not as_configured:
+        d["model"]["unet"].update(SMALL["unet"])
+        d["model"]["head_channels"] = SMALL["head_channels"]
+        d["model"]["comm"].update(SMALL["comm"])
     d["train"].update({"pretrain_steps": 150, "epochs": 8})
     cfg = config_from_dict(d, config)
     scene = load_scene(cfg)
@@ -175,6 +178,8 @@ def main() -> int:
     p.add_argument("--repeats", type=int, default=3, help="interleaved rounds of every variant (median reported)")
     p.add_argument("--paired-phases", type=int, default=24, help="phases of the one-process paired comparison (0: skip it)")
     p.add_argument("--phase-pixels", type=int, default=4096, help="pixels per variant per paired phase")
+    p.add_argument("--as-configured", action="store_true", help="without --checkpoint: train the config's own sizes briefly (timing only)")
+    p.add_argument("--set", nargs="*", default=[], dest="sets", help="without --checkpoint: dotted.key=value over the config")
     p.add_argument("--worker", action="store_true", help=argparse.SUPPRESS)
     p.add_argument("--paired-worker", action="store_true", help=argparse.SUPPRESS)
     p.add_argument("--variant", default=None, help=argparse.SUPPRESS)
@@ -199,7 +204,7 @@ def main() -> int:
         return 0
     work = Path(args.work)
     work.mkdir(parents=True, exist_ok=True)
-    ck = Path(args.checkpoint) if args.checkpoint else train_small(args.config, work)
+    ck = Path(args.checkpoint) if args.checkpoint else train_small(args.config, work, args.as_configured, tuple(args.sets))
 
     from export.onnx_export import export_checkpoint
 
