@@ -58,8 +58,7 @@ class Stream(nn.Module):
     def forward(self, a: torch.Tensor, b: torch.Tensor, masks: torch.Generator | None = None) -> torch.Tensor:
         h = self.convs(self.fr(a, b)).mean(dim=(2, 3))
         if self.training and self.dropout > 0:
-            keep = torch.rand(h.shape, generator=masks) >= self.dropout
-            h = h * keep / (1.0 - self.dropout)
+            h = inverted_dropout(h, self.dropout, masks, h.shape)
         return self.classifier(h)
 
 
@@ -131,8 +130,15 @@ class FusionHead(nn.Module):
     def _drop_map(self, diff: torch.Tensor, masks: torch.Generator | None) -> torch.Tensor:
         """Zero whole diffusion maps of random pixels, the rest scaled by 1 / (1 - p): what the
         raw maps alone say must also reach the prediction."""
-        keep = torch.rand(diff.shape[0], 1, 1, 1, dtype=diff.dtype, generator=masks) >= self.diff_dropout
-        return diff * keep / (1.0 - self.diff_dropout)
+        return inverted_dropout(diff, self.diff_dropout, masks, (diff.shape[0], 1, 1, 1))
+
+
+def inverted_dropout(x: torch.Tensor, p: float, masks: torch.Generator | None, shape: tuple) -> torch.Tensor:
+    """Zero entries of ``x`` (one draw per element of ``shape``, broadcast) with probability ``p``
+    and scale the rest by 1 / (1 - p); ``nn.Dropout`` takes no generator, which the federated
+    job needs to draw the masks centralised training draws."""
+    keep = torch.rand(shape, dtype=x.dtype, generator=masks) >= p
+    return x * keep / (1.0 - p)
 
 
 def modality_pairs(modalities: list[str]) -> list[tuple[str, str]]:
