@@ -135,14 +135,15 @@ def _build(cls: type, data: dict, prefix: str, src: str) -> Any:
 
 # FedDiff as published (Li et al., arXiv 2401.02433), put by ``model.preset: published`` under
 # every key the config leaves out. The field defaults are the general recipe, which differs from
-# it in five places, chosen on benchmarks/generalise.py and benchmarks/spectral.py
+# it in six places, chosen on benchmarks/generalise.py and benchmarks/spectral.py
 # (docs/results.md): no MSE tie between the single streams and the prediction (it pulls the
 # features the cross stream shares toward what each modality alone predicts), a floor on
 # stage-2 steps, a rank-32 wire whose bases learn slowly instead of rank 8 at the full rate,
-# diffusion features at the least noisy timestep only, and label smoothing 0.1.
+# diffusion features at the least noisy timestep only, label smoothing 0.1, and the conv path
+# over the diffusion features at 1/100 of the rate.
 PUBLISHED = {
     "model": {"comm": {"rank": 8}, "feature_timesteps": [5, 50, 150]},
-    "train": {"mse_weight": 1.0, "min_steps": 0, "comm_lr_scale": 1.0, "label_smoothing": 0.0},
+    "train": {"mse_weight": 1.0, "min_steps": 0, "comm_lr_scale": 1.0, "label_smoothing": 0.0, "diff_lr_scale": 1.0},
 }
 
 

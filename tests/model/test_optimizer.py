@@ -1,4 +1,5 @@
-"""Every role's optimiser: the communication module's bases learn at a configured fraction of the rate."""
+"""Every role's optimiser: the communication module's bases and the diffusion paths learn at
+configured fractions of the rate."""
 
 import dataclasses
 
@@ -18,7 +19,7 @@ def _rates(opt: torch.optim.Optimizer) -> dict[int, float]:
 
 def test_comm_bases_get_the_scaled_rate_and_everything_else_the_full_one():
     net = FedDiffNet({"hsi": 6, "lidar": 2}, 4, SPEC)
-    t = TrainSpec(lr=1e-3, comm_lr_scale=0.01)
+    t = TrainSpec(lr=1e-3, comm_lr_scale=0.01, diff_lr_scale=1.0)
     opt = make_optimizer([net], t)
     rates = _rates(opt)
     comm = [n for n, _ in net.named_parameters() if ".encoder." in n or ".decoders." in n]
@@ -32,6 +33,21 @@ def test_comm_bases_get_the_scaled_rate_and_everything_else_the_full_one():
             assert rates[id(p)] == 1e-3, name
     set_lr(opt, cosine_lr(t.lr, 5, 10))  # the schedule keeps the ratio
     assert {round(g["lr"] / cosine_lr(t.lr, 5, 10), 6) for g in opt.param_groups} == {1.0, 0.01}
+
+
+def test_diffusion_paths_get_their_own_rate_and_the_ablation_keeps_the_full_one():
+    """The conv path over the frozen denoiser's features learns at ``diff_lr_scale`` times the
+    rate; without diffusion features the same path reads the raw patch and is not slowed."""
+    t = TrainSpec(lr=1e-3, comm_lr_scale=0.1, diff_lr_scale=0.01)
+    net = FedDiffNet({"hsi": 6, "lidar": 2}, 4, SPEC)
+    rates = _rates(make_optimizer([net], t))
+    for name, p in net.named_parameters():
+        if p.requires_grad:
+            want = 1e-5 if ".diff_path." in name else 1e-4 if ".encoder." in name or ".decoders." in name else 1e-3
+            assert abs(rates[id(p)] - want) < 1e-12, name
+    ablation = FedDiffNet({"hsi": 6, "lidar": 2}, 4, dataclasses.replace(SPEC, use_diffusion=False))
+    rates = _rates(make_optimizer([ablation], t))
+    assert {rates[id(p)] for n, p in ablation.named_parameters() if ".diff_path." in n} == {1e-3}
 
 
 def test_a_station_and_the_aggregator_split_the_same_groups_as_the_whole_model():
