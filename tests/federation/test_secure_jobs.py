@@ -21,7 +21,9 @@ JOB = {
     "name": "securetest",
     "scene": {"synthetic": {"seed": 4, "rows": 40, "cols": 48, "bands": 12, "train_per_class": 25}},
     "model": {"unet": {"base_channels": 8, "num_res_blocks": 1}, "head_channels": 16, "feature_timesteps": [5, 100], "comm": {"rank": 8}, "he_dim": 16},
-    "train": {"min_steps": 0, "pretrain_steps": 20, "pretrain_batch": 32, "epochs": 8, "batch_size": 8, "threads": 1},
+    "train": {"min_steps": 0, "pretrain_steps": 20, "pretrain_batch": 32, "epochs": 8, "batch_size": 8, "threads": 1,
+              # a job of a few dozen steps: at the recipe's 1/100 its diffusion paths would barely move
+              "diff_lr_scale": 1.0},
     "federation": {"job": "securetest", "clients": {"hsi_station": {"modalities": ["hsi"]}, "lidar_station": {"modalities": ["lidar"]}}, "round_timeout_s": 30},
 }
 

@@ -22,7 +22,9 @@ JOB = {
     "name": "fed3",
     "scene": {"synthetic": {"seed": 3, "rows": 40, "cols": 48, "bands": 12, "train_per_class": 25, "sar": True}},
     "model": {"patch_size": 1, "unet": {"base_channels": 8, "num_res_blocks": 1}, "head_channels": 16, "feature_timesteps": [5, 100], "comm": {"rank": 8}},
-    "train": {"pretrain_steps": 20, "pretrain_batch": 32, "epochs": 12, "batch_size": 16, "threads": 1},
+    "train": {"pretrain_steps": 20, "pretrain_batch": 32, "epochs": 12, "batch_size": 16, "threads": 1,
+              # a job of a few dozen steps: at the recipe's 1/100 its diffusion paths would barely move
+              "diff_lr_scale": 1.0},
     "federation": {"job": "fed3", "clients": {c: {"modalities": [m]} for c, m in STATIONS.items()}, "round_timeout_s": 8, "max_retries": 50},
 }
 
